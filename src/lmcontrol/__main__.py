@@ -1,0 +1,5 @@
+import sys
+
+from lmcontrol.cli.main import main
+
+sys.exit(main())

