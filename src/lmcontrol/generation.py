@@ -328,7 +328,7 @@ def generate(
             last_pos = last_pos + 1
             step_inputs = {"input_ids": next_ids[:, None], "position_ids": last_pos[:, None]}
 
-    texts_out, ids_out = _finalise(lm, generated, eos_ids, pad_id, config.stop)
+    texts_out, ids_out = _finalise(lm, generated, eos_ids, config.stop)
     new_tokens = sum(len(t) for t in ids_out)
     candidates = None
     if n_cand > 1:
@@ -372,13 +372,15 @@ def _hit_stop(lm: LanguageModel, generated: torch.Tensor, stop: tuple[str, ...])
 
 
 def _finalise(
-    lm: LanguageModel, generated: torch.Tensor, eos_ids: torch.Tensor, pad_id: int, stop: tuple[str, ...]
+    lm: LanguageModel, generated: torch.Tensor, eos_ids: torch.Tensor, stop: tuple[str, ...]
 ) -> tuple[list[str], list[list[int]]]:
+    """Cut each row at its first EOS (and stop string) and decode it."""
+    eos = set(eos_ids.tolist())
     texts, ids = [], []
     for row in generated.tolist():
         cut = len(row)
         for j, t in enumerate(row):
-            if t in eos_ids.tolist():
+            if t in eos:
                 cut = j
                 break
         row = row[:cut]
@@ -392,7 +394,6 @@ def _finalise(
                     row = row[:-1]
         texts.append(text)
         ids.append(row)
-    del pad_id
     return texts, ids
 
 
