@@ -1,0 +1,59 @@
+"""The one frozen config of a Diffusion-LM denoiser (saved with the artifact)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from lmcontrol import LMControlError
+
+SCHEDULES = ("sqrt", "linear")
+
+
+@dataclasses.dataclass(frozen=True)
+class DiffusionLMConfig:
+    """Shape of the model and of its diffusion process.
+
+    Args:
+        vocab_size: number of words including the four specials (START, END, UNK, PAD).
+        seq_len: tokens per sequence (the paper uses 64 for E2E).
+        embed_dim: word-vector size d; small is better for diffusion (Li et al. 2022 §7: d=16 for E2E).
+        width: transformer hidden size.
+        layers: transformer layers.
+        heads: attention heads.
+        dropout: dropout inside the transformer.
+        diffusion_steps: T, the number of diffusion steps (paper: 2000).
+        schedule: noise schedule name; "sqrt" is the paper's ᾱ_t = 1 − sqrt(t/T + s) (§4.3 / App. A).
+        schedule_s: the offset s of the sqrt schedule (paper: 1e-4).
+        format_version: bumped when the saved layout changes.
+    """
+
+    vocab_size: int = 1000
+    seq_len: int = 64
+    embed_dim: int = 16
+    width: int = 128
+    layers: int = 4
+    heads: int = 4
+    dropout: float = 0.1
+    diffusion_steps: int = 2000
+    schedule: str = "sqrt"
+    schedule_s: float = 1e-4
+    format_version: int = 1
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.vocab_size >= 5, f"vocab_size must be >= 5, got {self.vocab_size}"),
+            (1 <= self.seq_len <= 4096, f"seq_len must be in 1..4096, got {self.seq_len}"),
+            (1 <= self.embed_dim <= 1024, f"embed_dim must be in 1..1024, got {self.embed_dim}"),
+            (self.width >= 8 and self.layers >= 1, f"width/layers too small: {self.width}/{self.layers}"),
+            (self.heads >= 1 and self.width % self.heads == 0, f"width {self.width} not divisible by heads"),
+            (0.0 <= self.dropout < 1.0, f"dropout must be in [0, 1), got {self.dropout}"),
+            (self.diffusion_steps >= 2, f"diffusion_steps must be >= 2, got {self.diffusion_steps}"),
+            (
+                self.schedule in SCHEDULES,
+                f"unknown schedule '{self.schedule}' (known: {', '.join(SCHEDULES)})",
+            ),
+            (0.0 < self.schedule_s < 1.0, f"schedule_s must be in (0, 1), got {self.schedule_s}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise LMControlError(f"DiffusionLMConfig: {message}")

@@ -1,0 +1,55 @@
+"""The end-to-end objective of Diffusion-LM (Li et al. 2022 Eq. 2 with the x0-parametrization of §4.2).
+
+    L = E_t ||f_θ(x_t, t) − x0||²              (x0-prediction, t ≥ 1; x0 ~ q_φ(x0 | w) = N(EMB(w), β_0 I))
+      + ||f_θ(x_0', 0) − EMB(w)||²                    (the t = 0 term: at the first step the target is EMB(w))
+      + ||sqrt(ᾱ_T) x0||²                              (prior term: q(x_T | x0) should match N(0, I))
+      − log p_θ(w | x0)                                (rounding / decoder NLL with the tied head)
+
+Squared errors are averaged over positions and dimensions, the NLL over tokens (as in the official code).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from lmcontrol.diffusion_lm.model import DiffusionLM
+
+
+def q_sample(x0: torch.Tensor, t: torch.Tensor, ab: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+    """x_t = sqrt(ᾱ_t) x0 + sqrt(1 − ᾱ_t) ε (Ho et al. 2020 Eq. 4): x0 (B, L, d), t (B,)."""
+    a = ab[t].to(x0.dtype)[:, None, None]  # (B, 1, 1)
+    return a.sqrt() * x0 + (1 - a).sqrt() * noise
+
+
+def diffusion_lm_loss(
+    model: nn.Module, ids: torch.Tensor, generator: torch.Generator | None = None
+) -> dict[str, torch.Tensor]:
+    """All loss terms for a batch of word ids (B, L); ``loss`` is their sum (mean over the batch)."""
+    core: DiffusionLM = getattr(model, "module", model)  # unwrap DDP
+    ab = core.alphas_cumprod  # (T,)
+    T = ab.shape[0]
+    B = ids.shape[0]
+    x0_mean = core.embed(ids)  # EMB(w): (B, L, d)
+    std0 = (1 - ab[0]).sqrt()
+    x0 = x0_mean + std0 * torch.randn(x0_mean.shape, generator=generator)  # x0 ~ q_φ(x0 | w)
+    t = torch.randint(0, T, (B,), generator=generator)
+    x_t = q_sample(x0, t, ab, torch.randn(x0.shape, generator=generator))
+    x0_hat = model(x_t, t)  # (B, L, d)
+    mse = ((x0_hat - x0) ** 2).mean(dim=(1, 2))  # (B,)
+    t0 = ((x0_hat - x0_mean) ** 2).mean(dim=(1, 2))  # (B,) the t = 0 term
+    mse = torch.where(t == 0, t0, mse)
+    prior = ((ab[-1].sqrt() * x0) ** 2).mean(dim=(1, 2))  # (B,) mean of q(x_T | x0) vs N(0, I)
+    logits = core.logits(x0)  # (B, L, V)
+    nll = (
+        nn.functional.cross_entropy(logits.flatten(0, 1), ids.flatten(), reduction="none")
+        .view(ids.shape)
+        .mean(1)
+    )
+    loss = (mse + prior + nll).mean()
+    return {
+        "loss": loss,
+        "mse": mse.mean().detach(),
+        "nll": nll.mean().detach(),
+        "prior": prior.mean().detach(),
+    }

@@ -1,0 +1,211 @@
+"""Fast unit tests for lmcontrol.diffusion_lm (tiny models; < 20 s) + a slow test on the committed artifact."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from lmcontrol import LMControlError
+from lmcontrol.diffusion_lm.classifiers import POS_TAGS, LatentClassifier, LatentClassifierConfig
+from lmcontrol.diffusion_lm.config import DiffusionLMConfig
+from lmcontrol.diffusion_lm.control import ControlTarget, DiffusionLMPipeline, SampleSettings, template
+from lmcontrol.diffusion_lm.losses import diffusion_lm_loss
+from lmcontrol.diffusion_lm.model import DiffusionLM
+from lmcontrol.diffusion_lm.sampling import sample_ancestral, sample_ddim
+from lmcontrol.diffusion_lm.schedule import alphas_cumprod, spaced, sqrt_alpha_bar
+from lmcontrol.diffusion_lm.vocab import Vocab
+
+REPO = Path(__file__).resolve().parents[1]
+TEXTS = [
+    "The Vaults is a pub near Café Adriatic .",
+    "Aromi is a cheap Italian restaurant .",
+    "The Eagle serves French food in the city centre .",
+] * 4
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models run far faster on one thread, especially on a shared machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def tiny() -> DiffusionLM:
+    torch.manual_seed(0)
+    vocab = Vocab.build(TEXTS, min_count=1)
+    model = DiffusionLM(
+        DiffusionLMConfig(
+            vocab_size=len(vocab),
+            seq_len=16,
+            embed_dim=8,
+            width=32,
+            layers=1,
+            heads=2,
+            diffusion_steps=100,
+            dropout=0.0,
+        )
+    )
+    model.vocab = vocab
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def classifier() -> LatentClassifier:
+    torch.manual_seed(0)
+    cfg = LatentClassifierConfig(
+        embed_dim=8,
+        seq_len=16,
+        width=32,
+        layers=1,
+        heads=2,
+        fields=("food", "name"),
+        field_values=(("<absent>", "French", "Italian"), ("<absent>", "Aromi")),
+    )
+    return LatentClassifier(cfg).eval()
+
+
+def test_sqrt_schedule_is_monotone() -> None:
+    ab = alphas_cumprod(2000, "sqrt", 1e-4)
+    assert ab.shape == (2000,)
+    assert bool((ab[1:] < ab[:-1]).all()) and 0.97 < float(ab[0]) < 1 and float(ab[-1]) < 1e-3
+    tau = torch.linspace(0, 1, 11)
+    assert bool((sqrt_alpha_bar(tau)[1:] < sqrt_alpha_bar(tau)[:-1]).all())
+    ts = spaced(ab, 50)
+    assert ts.t[0] == 1999 and ts.t[-1] == 0 and bool((ts.t[1:] < ts.t[:-1]).all())
+
+
+def test_steps_below_one_is_a_one_line_error() -> None:
+    with pytest.raises(LMControlError, match="steps must be >= 1"):
+        spaced(alphas_cumprod(100), 0)
+    with pytest.raises(LMControlError, match="steps must be >= 1"):
+        SampleSettings(steps=0)
+
+
+def test_vocab_round_trip() -> None:
+    vocab = Vocab.build(TEXTS, min_count=1)
+    ids = vocab.encode("Aromi is a cheap Italian restaurant .", 16)
+    assert len(ids) == 16 and ids[0] == vocab.start_id and ids[-1] == vocab.pad_id
+    assert vocab.decode(ids) == "Aromi is a cheap Italian restaurant ."
+    assert vocab.decode(vocab.encode("Aromi is zzz", 16)) == "Aromi is UNK"
+
+
+def test_x0_loss_decreases_on_a_tiny_model() -> None:
+    torch.manual_seed(0)
+    vocab = Vocab.build(TEXTS, min_count=1)
+    model = DiffusionLM(
+        DiffusionLMConfig(
+            vocab_size=len(vocab),
+            seq_len=16,
+            embed_dim=8,
+            width=32,
+            layers=1,
+            heads=2,
+            diffusion_steps=100,
+            dropout=0.0,
+        )
+    )
+    ids = torch.tensor([vocab.encode(t, 16) for t in TEXTS])  # (12, 16)
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    losses = []
+    for step in range(40):
+        out = diffusion_lm_loss(model, ids, torch.Generator().manual_seed(step % 4))
+        opt.zero_grad()
+        out["loss"].backward()
+        opt.step()
+        losses.append(out["loss"].item())
+    assert sum(losses[-5:]) / 5 < 0.8 * sum(losses[:5]) / 5
+
+
+@pytest.mark.parametrize("sampler", [sample_ancestral, sample_ddim])
+def test_samplers_are_pure(tiny: DiffusionLM, sampler) -> None:
+    ts = spaced(tiny.alphas_cumprod.double(), 10)
+    x_T = torch.randn(2, 16, 8, generator=torch.Generator().manual_seed(1))
+    before = x_T.clone()
+    with torch.no_grad():
+        a = sampler(tiny, x_T, ts, clamp=True, generator=torch.Generator().manual_seed(5))
+        b = sampler(tiny, x_T, ts, clamp=True, generator=torch.Generator().manual_seed(5))
+    assert torch.equal(x_T, before)
+    assert torch.equal(a, b)
+
+
+def test_clamping_snaps_to_embedding_rows(tiny: DiffusionLM) -> None:
+    x = torch.randn(2, 16, 8)
+    snapped = tiny.clamp(x)
+    E = tiny.word_embedding.weight
+    rows = snapped.reshape(-1, 8)  # (32, d)
+    assert bool((rows[:, None, :] == E[None]).all(-1).any(-1).all())  # every vector is an embedding row
+    nearest = ((x.reshape(-1, 1, 8) - E[None]) ** 2).sum(-1).argmin(-1)  # brute force agrees
+    assert torch.equal(tiny.nearest(x).reshape(-1), nearest)
+
+
+def test_final_ancestral_step_returns_clamped_x0(tiny: DiffusionLM) -> None:
+    ts = spaced(tiny.alphas_cumprod.double(), 5)
+    with torch.no_grad():
+        x0 = sample_ancestral(tiny, torch.randn(1, 16, 8), ts, clamp=True, generator=torch.Generator())
+    assert torch.allclose(tiny.clamp(x0), x0, atol=1e-5)
+
+
+def test_infilling_and_length_keep_the_fixed_words(tiny: DiffusionLM, classifier: LatentClassifier) -> None:
+    pipe = DiffusionLMPipeline(tiny, classifier)
+    settings = SampleSettings(steps=5)
+    texts = pipe(2, target=ControlTarget(left="Aromi is", right="restaurant .", middle=3), settings=settings)
+    for text in texts:
+        assert text.startswith("Aromi is") and text.endswith("restaurant .")
+        assert len(text.split()) == 2 + 3 + 2  # the gap holds exactly `middle` real words
+    texts = pipe(2, target=ControlTarget(length=4, attribute=("food", "Italian")), settings=settings)
+    assert all(len(t.split()) == 4 for t in texts)  # free positions never round to END/PAD
+
+
+def test_bad_input_is_one_line(tiny: DiffusionLM, classifier: LatentClassifier) -> None:
+    pipe = DiffusionLMPipeline(tiny, classifier)
+    cases = {
+        "unknown field 'cuisine'": ControlTarget(attribute=("cuisine", "Italian")),
+        "unknown value 'Thai'": ControlTarget(attribute=("food", "Thai")),
+        "unknown POS tag": ControlTarget(pos=("NOUN", "FOO")),
+        "needs 20 positions": ControlTarget(
+            left="Aromi is a cheap Italian restaurant .", right="The Eagle", middle=9
+        ),
+        "length must be": ControlTarget(length=40),
+    }
+    for message, target in cases.items():
+        with pytest.raises(LMControlError, match=message) as err:
+            pipe.prepare(target, 2)
+        assert "\n" not in str(err.value)
+
+
+def test_pos_tags_include_the_specials() -> None:
+    assert POS_TAGS[:3] == ("START", "END", "PAD")
+
+
+def test_template_shapes(tiny: DiffusionLM) -> None:
+    assert tiny.vocab is not None
+    ids, mask = template(ControlTarget(length=3), tiny.vocab, 16)
+    assert ids.shape == mask.shape == (16,) and mask.tolist()[:5] == [True, False, False, False, True]
+
+
+def test_artifact_round_trip(tiny: DiffusionLM, tmp_path: Path) -> None:
+    tiny.save_with_vocab(tmp_path / "m", command="test", half=False)
+    back = DiffusionLM.load(tmp_path / "m")
+    assert back.vocab is not None and back.vocab.words == tiny.vocab.words
+    x = torch.randn(1, 16, 8)
+    t = torch.tensor([3])
+    with torch.no_grad():
+        assert torch.allclose(back(x, t), tiny(x, t), atol=1e-5)
+
+
+@pytest.mark.slow
+def test_committed_artifact_samples() -> None:
+    model_dir = REPO / "artifacts" / "diffusion-lm-e2e"
+    clf_dir = REPO / "artifacts" / "diffusion-lm-e2e-classifier"
+    if not (model_dir / "model.safetensors").is_file():
+        pytest.skip("artifact not committed")
+    pipe = DiffusionLMPipeline.from_pretrained(model_dir, clf_dir if clf_dir.is_dir() else None)
+    texts = pipe(4, settings=SampleSettings(steps=50), seed=0)
+    assert len(texts) == 4 and all(t.strip() for t in texts)
+    texts = pipe(2, target=ControlTarget(length=12), settings=SampleSettings(steps=50))
+    assert all(len(t.split()) == 12 for t in texts)
