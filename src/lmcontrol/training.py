@@ -103,13 +103,13 @@ def _unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict[str, Any])
 def save_checkpoint(
     out_dir: Path, model: nn.Module, optimizer: torch.optim.Optimizer, info: dict[str, Any]
 ) -> None:
-    from safetensors.torch import save_file
+    from safetensors.torch import save_file, save_model
 
-    weights = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     opt_tensors, opt_meta = _flatten_optimizer(optimizer.state_dict())
 
     def fill(tmp: Path) -> None:
-        save_file(weights, str(tmp / "weights.safetensors"))
+        # save_model de-duplicates tied tensors (e.g. embed_tokens / lm_head), which save_file refuses.
+        save_model(model, str(tmp / "weights.safetensors"))
         save_file(opt_tensors, str(tmp / "optimizer.safetensors"))
         (tmp / "state.json").write_text(json.dumps({**info, "optimizer": opt_meta}, indent=1))
 
@@ -117,13 +117,13 @@ def save_checkpoint(
 
 
 def load_checkpoint(out_dir: Path, model: nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
-    from safetensors.torch import load_file
+    from safetensors.torch import load_file, load_model
 
     ck = out_dir / CHECKPOINT_DIR
     if not (ck / "state.json").is_file():
         raise LMControlError(f"--resume: no checkpoint in {ck}")
     info = json.loads((ck / "state.json").read_text())
-    model.load_state_dict(load_file(str(ck / "weights.safetensors")))
+    load_model(model, str(ck / "weights.safetensors"))
     optimizer.load_state_dict(
         _unflatten_optimizer(load_file(str(ck / "optimizer.safetensors")), info.pop("optimizer"))
     )

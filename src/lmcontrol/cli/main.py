@@ -67,6 +67,9 @@ def generate(
         list[str] | None,
         typer.Option("--control", "-c", help="kind:args (repeatable); see `lmcontrol controls`."),
     ] = None,
+    prefix_library: Annotated[
+        Path | None, typer.Option(help="Directory of prefix artifacts; each row's 'prefix' field picks one.")
+    ] = None,
     stop: Annotated[list[str] | None, typer.Option(help="Stop string (repeatable).")] = None,
     chat: Annotated[bool, typer.Option(help="Wrap prompts in the chat template.")] = True,
     system: Annotated[str | None, typer.Option(help="System message.")] = None,
@@ -85,7 +88,7 @@ def generate(
         top_k=top_k,
         top_p=top_p,
         seed=seed,
-        controls=control or [],
+        controls=(control or []) + ([f"prefix-library:{prefix_library}"] if prefix_library else []),
         stop=stop or [],
         chat=chat,
         system=system,

@@ -7,10 +7,11 @@ from typing import Annotated
 
 import typer
 
-from lmcontrol.registry import register_command, register_trainer
+from lmcontrol.registry import register_command, register_demo, register_trainer
+from lmcontrol.settings import ARTIFACTS_DIR
 
-DEFAULT_MODEL_DIR = Path("artifacts/diffusion-lm-e2e")
-DEFAULT_CLASSIFIER_DIR = Path("artifacts/diffusion-lm-e2e-classifier")
+DEFAULT_MODEL_DIR = ARTIFACTS_DIR / "diffusion-lm-e2e"
+DEFAULT_CLASSIFIER_DIR = ARTIFACTS_DIR / "diffusion-lm-e2e-classifier"
 
 
 def _setup(threads: int) -> None:
@@ -173,3 +174,28 @@ register_trainer(
     _classifier_trainer,
     "Train the noised-latent attribute + POS classifier used to steer Diffusion-LM.",
 )
+
+
+def _demo(lm, console, max_new_tokens: int) -> None:  # noqa: ANN001 - LanguageModel / rich console (unused lm)
+    """Unconstrained, attribute-controlled, length-controlled and infilled samples side by side."""
+    from rich.table import Table
+
+    from lmcontrol.diffusion_lm.control import ControlTarget, DiffusionLMPipeline, SampleSettings
+
+    pipe = DiffusionLMPipeline.from_pretrained(DEFAULT_MODEL_DIR, DEFAULT_CLASSIFIER_DIR)
+    settings = SampleSettings(steps=100)
+    table = Table("control", "samples (E2E word vocabulary; 100 diffusion steps)", show_lines=True)
+    cases = [
+        ("none", ControlTarget()),
+        ("food=Italian", ControlTarget(attribute=("food", "Italian"))),
+        ("length = 12 words", ControlTarget(length=12)),
+        ("infill: 'The Vaults is' ___ 'in the city centre .'",
+         ControlTarget(left="The Vaults is", right="in the city centre .", middle=6)),
+    ]
+    for name, target in cases:
+        texts = pipe(2, target=target, settings=settings, seed=0)
+        table.add_row(name, "\n".join(texts))
+    console.print(table)
+
+
+register_demo("Diffusion-LM", _demo, "non-autoregressive E2E generation with plug-and-play control")

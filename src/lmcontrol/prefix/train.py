@@ -1,0 +1,304 @@
+"""Prefix-tuning trainer (Li & Liang 2021): next-token cross-entropy on the target only, the LM frozen.
+
+    lmcontrol train prefix --data e2e --examples 2000 --length 10 --steps 150 --out artifacts/prefix-e2e
+
+An example becomes ``template(input) + target + EOS``; the loss covers the target tokens and the EOS. The E2E
+default feeds the PrefixTuning table string (``name : The Vaults | Type : pub | ...``) followed by a newline,
+with the chat template off (the prefix, not an instruction, carries the task; it also keeps examples short):
+generate with ``--no-chat``. Training runs through ``generation.build_prefill`` / ``forward_hidden``, the same
+layout as decoding, so a trained prefix sees at test time exactly what it saw in training.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import random
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+import torch.nn.functional as F
+
+from lmcontrol import LMControlError
+from lmcontrol.controls import Control, SoftPrompt
+from lmcontrol.generation import build_prefill, forward_hidden, lm_logits
+from lmcontrol.prefix.config import PrefixConfig
+from lmcontrol.prefix.model import Prefix, config_for
+from lmcontrol.training import TrainConfig, step_generator, train_loop
+
+if TYPE_CHECKING:
+    from lmcontrol.models import LanguageModel
+
+log = logging.getLogger(__name__)
+
+Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # input_ids, attention_mask, labels — each (B, T)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# data
+
+
+def load_pairs(
+    data: str, input_field: str, target_field: str, examples: int | None, seed: int = 0, split: str = "train"
+) -> tuple[list[str], list[str]]:
+    """``examples`` (input, target) pairs drawn without replacement (seeded) from any data spec."""
+    from lmcontrol.data import get_field, load_dataset
+
+    rows = load_dataset(data, split=split)
+    inputs, targets = get_field(rows, input_field, data), get_field(rows, target_field, data)
+    order = list(range(len(rows)))
+    random.Random(seed).shuffle(order)
+    order = order[: examples or len(order)]
+    pairs = [(str(inputs[i]), str(targets[i])) for i in order if str(inputs[i]).strip() and str(targets[i]).strip()]
+    if not pairs:
+        raise LMControlError(f"data set '{data}' has no non-empty ({input_field}, {target_field}) pairs")
+    return [p[0] for p in pairs], [p[1] for p in pairs]
+
+
+def prompt_text(lm: LanguageModel, template: str, chat: bool, x: str) -> str:
+    """The exact text the model sees for input ``x`` (generate with ``chat`` set the same way)."""
+    return lm.format_prompt(template.replace("{input}", x), chat=chat)
+
+
+def encode_pairs(
+    lm: LanguageModel, prompts: Sequence[str], targets: Sequence[str], chat: bool, max_length: int = 128
+) -> list[tuple[list[int], int]]:
+    """(token ids of prompt + target + EOS, number of prompt tokens) per example, cut to ``max_length``."""
+    tok = lm.tokenizer
+    special = not (chat and lm.has_chat_template)  # as generation.tokenize_prompts does
+    eos = int(tok.eos_token_id)
+    out = []
+    for p, t in zip(prompts, targets, strict=True):
+        p_ids = tok(p, add_special_tokens=special)["input_ids"]
+        t_ids = tok(t, add_special_tokens=False)["input_ids"] + [eos]
+        ids = (p_ids + t_ids)[:max_length]
+        if len(ids) > len(p_ids):
+            out.append((ids, len(p_ids)))
+    if not out:
+        raise LMControlError(f"every example's prompt is longer than max_length={max_length}")
+    return out
+
+
+def collate(encoded: Sequence[tuple[list[int], int]], pad_id: int) -> Batch:
+    """Left-padded (input_ids, attention_mask, labels); labels are -100 except on target tokens."""
+    width = max(len(ids) for ids, _ in encoded)
+    input_ids = torch.full((len(encoded), width), pad_id, dtype=torch.long)  # (B, T)
+    mask = torch.zeros(len(encoded), width, dtype=torch.long)
+    labels = torch.full((len(encoded), width), -100, dtype=torch.long)
+    for i, (ids, n_prompt) in enumerate(encoded):
+        off = width - len(ids)
+        input_ids[i, off:] = torch.tensor(ids)
+        mask[i, off:] = 1
+        labels[i, off + n_prompt :] = torch.tensor(ids[n_prompt:])
+    return input_ids, mask, labels
+
+
+def epoch_batch_fn(encoded: Sequence[tuple[list[int], int]], batch_size: int, seed: int, pad_id: int):
+    """``batch_fn(step, rank, world)`` walking seeded per-epoch permutations (pure in step -> exact resume)."""
+    n = len(encoded)
+
+    def batch_fn(step: int, rank: int, world: int) -> Batch:
+        idx = []
+        for j in range(batch_size):
+            pos = (step * world + rank) * batch_size + j
+            perm = torch.randperm(n, generator=step_generator(seed, pos // n, 0))
+            idx.append(int(perm[pos % n]))
+        return collate([encoded[i] for i in idx], pad_id)
+
+    return batch_fn
+
+
+# ---------------------------------------------------------------------------------------------------------
+# the loss (shared with the LoRA / full fine-tuning baselines of benchmarks/prefix.py)
+
+
+def target_loss(lm: LanguageModel, batch: Batch, kv_prompt: SoftPrompt | None = None) -> torch.Tensor:
+    """Mean next-token cross-entropy over the target tokens, optionally behind a KV prefix."""
+    input_ids, mask, labels = batch
+    prefill = build_prefill(lm, input_ids, mask, None, kv_prompt)
+    h = forward_hidden(lm, prefill)  # (B, T, d)
+    target = labels[:, 1:]  # token t+1 is predicted at position t
+    sel = target != -100  # (B, T-1)
+    logits = lm_logits(lm, h[:, :-1][sel])  # (N, V): the head only where there is a target
+    return F.cross_entropy(logits.float(), target[sel])
+
+
+def prefix_soft_prompt(prefix: Prefix, batch: int) -> SoftPrompt:
+    kv = prefix.past_key_values(batch)
+    return SoftPrompt(mask=torch.ones(batch, prefix.config.length, dtype=torch.bool), kv=kv)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# training + evaluation
+
+
+@dataclasses.dataclass(frozen=True)
+class PrefixRun:
+    """One ``train prefix`` invocation (what the CLI and the benchmark both call)."""
+
+    data: str = "e2e"
+    input_field: str = "src"
+    target_field: str = "text"
+    examples: int | None = 2000
+    batch_size: int = 8
+    max_length: int = 128
+    eval_data: str | None = None  # e.g. "e2e:tokenized"; None = no evaluation
+    eval_split: str = "test"
+    eval_n: int = 100
+    max_new_tokens: int = 40
+
+
+def train_prefix(
+    lm: LanguageModel,
+    prefix_config: PrefixConfig,
+    train_config: TrainConfig,
+    run: PrefixRun,
+    out: str | Path,
+    *,
+    resume: bool = False,
+) -> tuple[Prefix, dict[str, Any]]:
+    """Train a prefix, merge it, evaluate it (if ``run.eval_data``) and save the artifact to ``out``."""
+    torch.manual_seed(train_config.seed)
+    inputs, targets = load_pairs(run.data, run.input_field, run.target_field, run.examples, train_config.seed)
+    prompts = [prompt_text(lm, prefix_config.template, prefix_config.chat, x) for x in inputs]
+    encoded = encode_pairs(lm, prompts, targets, prefix_config.chat, run.max_length)
+    prefix = Prefix.create(lm, prefix_config)
+    counts = prefix.parameter_counts(lm)
+    log.info(
+        "prefix: %d trainable parameters (%.3f%% of the base model)",
+        counts["trainable_parameters"],
+        counts["trainable_share_percent"],
+    )
+
+    def loss_fn(module: Prefix, batch: Batch) -> torch.Tensor:
+        return target_loss(lm, batch, prefix_soft_prompt(module, batch[0].shape[0]))
+
+    batch_fn = epoch_batch_fn(encoded, run.batch_size, train_config.seed, int(lm.tokenizer.pad_token_id))
+    cpu0 = time.process_time()
+    result = train_loop(prefix, loss_fn, batch_fn, train_config, out, resume=resume, description="prefix")
+    cpu_seconds = time.process_time() - cpu0
+    merged = prefix.merge()
+    metrics: dict[str, Any] = {
+        "train_loss_final": result.final_loss,
+        "train_seconds": round(result.seconds, 1),
+        "train_cpu_seconds": round(cpu_seconds, 1),  # process CPU time: less sensitive to other jobs than wall
+        "steps": result.steps,
+        "examples": len(encoded),
+        **{k: (round(v, 4) if isinstance(v, float) else v) for k, v in counts.items()},
+        "stored_share_percent": round(100.0 * merged.config.kv_numel / counts["base_parameters"], 4),
+    }
+    if run.eval_data:
+        scores = evaluate_e2e_style(lm, run, prefix_config, [merged_control(merged)])
+        metrics.update({k: v for k, v in scores.items() if k != "outputs"})
+    merged.save_pretrained(
+        out,
+        data=f"{run.data} ({run.input_field} -> {run.target_field}), {len(encoded)} examples",
+        metrics=metrics,
+        extra={"losses": [round(x, 4) for x in result.losses], "resumed_from": result.resumed_from},
+    )
+    return merged, metrics
+
+
+def merged_control(prefix: Prefix) -> Control:
+    from lmcontrol.prefix.library import PrefixLibrary
+
+    return PrefixLibrary({"prefix": prefix}, default="prefix", per_row=False)
+
+
+def evaluate_e2e_style(
+    lm: LanguageModel, run: PrefixRun, prefix_config: PrefixConfig, controls: Sequence[Control], n: int | None = None
+) -> dict[str, Any]:
+    """Greedy outputs on ``run.eval_data`` and multi-reference BLEU (sacrebleu) + ROUGE-L against its
+    ``references`` field (or the target field)."""
+    from lmcontrol.data import get_field, load_dataset
+    from lmcontrol.eval.text_metrics import corpus_bleu, rouge_l
+    from lmcontrol.generation import GenerationConfig, generate
+
+    assert run.eval_data is not None
+    rows = load_dataset(run.eval_data, split=run.eval_split)
+    order = list(range(len(rows)))
+    random.Random(0).shuffle(order)
+    rows = [rows[i] for i in order[: n or run.eval_n]]
+    inputs = get_field(rows, run.input_field, run.eval_data)
+    ref_field = "references" if "references" in rows[0] else run.target_field
+    refs = get_field(rows, ref_field, run.eval_data)
+    prompts = [prefix_config.template.replace("{input}", str(x)) for x in inputs]
+    cfg = GenerationConfig(max_new_tokens=run.max_new_tokens, chat=prefix_config.chat)
+    t0, outputs = time.perf_counter(), []
+    for i in range(0, len(prompts), 32):
+        outputs += generate(lm, prompts[i : i + 32], cfg, controls).texts
+    outputs = [o.strip() for o in outputs]
+    return {
+        "bleu": round(corpus_bleu(outputs, refs), 2),
+        "rouge_l": round(rouge_l(outputs, refs), 4),
+        "eval_mrs": len(rows),
+        "eval_seconds": round(time.perf_counter() - t0, 1),
+        "outputs": outputs,
+    }
+
+
+def run_train_command(
+    *,
+    data: str,
+    split: str,
+    examples: int | None,
+    length: int,
+    steps: int,
+    batch_size: int,
+    lr: float,
+    reparam_hidden: int,
+    init: str,
+    init_text: str,
+    template: str,
+    chat: bool,
+    input_field: str,
+    target_field: str,
+    max_length: int,
+    eval_data: str | None,
+    eval_n: int,
+    seed: int,
+    model: str | None,
+    out: Path,
+    resume: bool,
+    checkpoint_every: int,
+) -> dict[str, Any]:
+    """Body of ``lmcontrol train prefix`` (arguments documented on the CLI)."""
+    from lmcontrol.models import load_lm
+
+    if split != "train":
+        raise LMControlError("train prefix reads the 'train' split; pass another file with --data instead")
+    if examples is not None and examples < 1:
+        raise LMControlError(f"--examples must be >= 1, got {examples}")
+    if resume and not (out / "checkpoint" / "state.json").is_file():
+        raise LMControlError(f"--resume: no checkpoint in {out / 'checkpoint'}")
+    if eval_data is None and data.strip().lower() == "e2e":
+        eval_data = "e2e:tokenized"  # the test split in the same (PTB) tokenization as the e2e train targets
+    lm = load_lm(model)
+    prefix_config = config_for(
+        lm, length=length, reparam_hidden=reparam_hidden, init=init, init_text=init_text, template=template, chat=chat
+    )
+    train_config = TrainConfig(
+        steps=steps,
+        lr=lr,
+        seed=seed,
+        warmup_steps=min(10, steps // 10),
+        checkpoint_every=checkpoint_every,
+        log_every=max(1, min(25, steps)),
+    )
+    run = PrefixRun(
+        data=data,
+        input_field=input_field,
+        target_field=target_field,
+        examples=examples,
+        batch_size=batch_size,
+        max_length=max_length,
+        eval_data=eval_data if eval_n > 0 else None,
+        eval_n=eval_n,
+    )
+    # fail on a missing field before the model does any work
+    load_pairs(data, input_field, target_field, 1, seed)
+    _, metrics = train_prefix(lm, prefix_config, train_config, run, out, resume=resume)
+    return metrics
