@@ -1,0 +1,93 @@
+"""Frozen, validated configs for RE-Control (Kong et al. 2024, "Aligning Large Language Models with
+Representation Editing: A Control Perspective").
+
+Three configs, one per concern: the value network's shape (saved with its artifact), how rollouts are made
+(saved with the rollouts), and how the test-time control edits hidden states (given per ``--control`` spec).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+from lmcontrol import LMControlError
+
+FORMAT_VERSION = 1
+ACTIVATIONS = ("relu", "gelu", "silu", "tanh")
+
+
+@dataclasses.dataclass(frozen=True)
+class ValueNetworkConfig:
+    """V(h): an MLP from the edit-site state (d = ``hidden_size``) to a scalar value.
+
+    ``depth`` counts linear layers (2 = one hidden layer, as in the authors' inference code; 3 = two).
+    ``norm_input`` standardises h with the training states' mean/std (stored as buffers) before the MLP,
+    which makes the gradient-ascent step size comparable across models.
+    """
+
+    hidden_size: int = 576
+    depth: int = 3
+    width: int = 576
+    activation: str = "relu"
+    norm_input: bool = True
+    format_version: int = FORMAT_VERSION
+
+    def __post_init__(self) -> None:
+        if not 2 <= self.depth <= 3:
+            raise LMControlError(f"value network depth must be 2 or 3, got {self.depth}")
+        if self.hidden_size < 1 or self.width < 1:
+            raise LMControlError(f"hidden_size and width must be >= 1, got {self.hidden_size}, {self.width}")
+        if self.activation not in ACTIVATIONS:
+            raise LMControlError(
+                f"activation must be one of {', '.join(ACTIVATIONS)}, got {self.activation!r}"
+            )
+
+
+@dataclasses.dataclass(frozen=True)
+class RolloutConfig:
+    """How the behaviour policy (the unedited base LM) is rolled out to collect states.
+
+    Prompts are the *first human turn* of each HH-RLHF dialogue, wrapped in the model's chat template
+    (the same input ``lmcontrol generate`` and the benchmark give the model; SmolLM2's template holds one
+    user turn well, while the whole multi-turn transcript as one user message reads as a quoted dialogue).
+    """
+
+    prompts: str = "hh-rlhf:harmless-base"
+    max_new_tokens: int = 48
+    temperature: float = 0.7  # sampling gives the value net a spread of rewards to learn from
+    top_p: float = 0.95
+    samples: int = 1  # responses per prompt
+    batch_size: int = 16
+    site: str = "final"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.max_new_tokens < 1 or self.samples < 1 or self.batch_size < 1:
+            raise LMControlError("max_new_tokens, samples and batch_size must be >= 1")
+        if not (math.isfinite(self.temperature) and self.temperature >= 0):
+            raise LMControlError(f"temperature must be a finite number >= 0, got {self.temperature}")
+
+
+@dataclasses.dataclass(frozen=True)
+class ReControlConfig:
+    """Test-time control: ``steps`` gradient-ascent updates of size ``step_size`` on V(h + u) (paper eq. 9).
+
+    ``max_norm`` (0 = off) optionally clips the control ||u|| relative to ||h||, a guard against pushing the
+    state off the manifold the LM head was trained on.
+    """
+
+    step_size: float = 0.5
+    steps: int = 5
+    site: str = "final"
+    max_norm: float = 0.0
+
+    def __post_init__(self) -> None:
+        if (
+            not (isinstance(self.step_size, int | float) and math.isfinite(self.step_size))
+            or self.step_size <= 0
+        ):
+            raise LMControlError(f"recontrol step_size must be a finite number > 0, got {self.step_size}")
+        if not isinstance(self.steps, int) or self.steps < 1:
+            raise LMControlError(f"recontrol steps must be an integer >= 1, got {self.steps}")
+        if not (math.isfinite(self.max_norm) and self.max_norm >= 0):
+            raise LMControlError(f"recontrol max_norm must be >= 0, got {self.max_norm}")

@@ -1,0 +1,49 @@
+"""Registry entries for RE-Control and its baselines (light: no torch at import)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from lmcontrol.registry import register_control, register_suite, register_trainer
+
+
+def _lazy(module: str, attr: str) -> Any:
+    def factory(*args: Any, **kwargs: Any) -> Any:
+        import importlib
+
+        return getattr(importlib.import_module(module), attr)(*args, **kwargs)
+
+    return factory
+
+
+_B = "lmcontrol.recontrol.baselines"
+register_control(
+    "recontrol",
+    _lazy("lmcontrol.recontrol.control", "recontrol_from_spec"),
+    "RE-Control: gradient ascent on a value network, recontrol:DIR,step_size=A,steps=N",
+)
+register_control(
+    "static-re",
+    _lazy(_B, "static_re_from_spec"),
+    "static representation editing: add a mean reward direction, static-re:DIR,scale=S",
+)
+register_control(
+    "cd", _lazy(_B, "cd_from_spec"), "controlled decoding: top-k re-ranked by value, cd:DIR,topk=K"
+)
+register_control(
+    "cd-prefix",
+    _lazy(_B, "cd_prefix_from_spec"),
+    "controlled decoding, soft: logits + beta*V of each prefix, cd-prefix:DIR,topk=K,beta=B",
+)
+register_control("best-of", _lazy(_B, "best_of_from_spec"), "best-of-N by a reward, best-of:N,reward=hh")
+register_control("system", _lazy(_B, "system_from_spec"), "prompting: a system message, system[:TEXT]")
+register_trainer(
+    "recontrol",
+    _lazy("lmcontrol.recontrol.cli", "factory"),
+    "Train a RE-Control value network on HH rollouts.",
+)
+register_suite(
+    "recontrol",
+    _lazy("lmcontrol.recontrol.bench", "make_suite"),
+    "RE-Control vs prompting, static RE, CD, CD-prefix, best-of-4 on held-out HH prompts",
+)
