@@ -38,7 +38,10 @@ def time_load(cold: bool) -> float:
     if cold:
         tmp = tempfile.mkdtemp(prefix="lmc-cold-")
         env["LMCONTROL_CACHE"] = tmp
-    code = "import time; t=time.perf_counter(); from lmcontrol.models import load_lm; load_lm(); print(time.perf_counter()-t)"
+    code = (
+        "import time; t=time.perf_counter(); from lmcontrol.models import load_lm; load_lm(); "
+        "print(time.perf_counter()-t)"
+    )
     try:
         out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
         return float(out.stdout.strip().splitlines()[-1])

@@ -241,8 +241,8 @@ def check_compatible(
         diffs.append(f"hidden size {meta.hidden_size} != {hidden_size}")
     if diffs:
         raise ArtifactError(
-            f"artifact {path} ({meta.kind}) was trained for '{meta.base_model}' and cannot be used with "
-            f"'{model_name}': " + "; ".join(diffs)
+            f"artifact {path} ({meta.kind}) was trained for '{meta.base_model}' (hidden size {meta.hidden_size}) "
+            f"and cannot be used with '{model_name}' (hidden size {hidden_size}): " + "; ".join(diffs)
         )
 
 

@@ -201,9 +201,7 @@ register_control(
 register_control("compressed", _prefix_control, "a long prompt compressed into k soft KV tokens, compressed:DIR")
 register_trainer("prefix", _train_factory, "Prefix-tuning (Li & Liang 2021) of the frozen LM on input/target pairs.")
 register_command("compress", _compress_factory, "Compress a long prompt into k soft tokens (gisting).")
-register_demo(
-    "prefix", _lazy("lmcontrol.prefix.demo", "prefix_demo"), "E2E prefix and a compressed prompt vs the base model"
-)
+register_demo("prefix", prefix_demo, "E2E prefix and a compressed prompt vs the base model")
 
 
 def _e2e_rows(n: int) -> list[dict[str, Any]]:
