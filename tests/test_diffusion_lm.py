@@ -34,8 +34,8 @@ def one_thread():
     torch.set_num_threads(before)
 
 
-@pytest.fixture(scope="module")
-def tiny() -> DiffusionLM:
+def make_tiny_model() -> tuple[DiffusionLM, Vocab]:
+    """A 1-layer, 8-d Diffusion-LM over the test sentences (seeded)."""
     torch.manual_seed(0)
     vocab = Vocab.build(TEXTS, min_count=1)
     model = DiffusionLM(
@@ -50,6 +50,12 @@ def tiny() -> DiffusionLM:
             dropout=0.0,
         )
     )
+    return model, vocab
+
+
+@pytest.fixture(scope="module")
+def tiny() -> DiffusionLM:
+    model, vocab = make_tiny_model()
     model.vocab = vocab
     return model.eval()
 
@@ -95,20 +101,7 @@ def test_vocab_round_trip() -> None:
 
 
 def test_x0_loss_decreases_on_a_tiny_model() -> None:
-    torch.manual_seed(0)
-    vocab = Vocab.build(TEXTS, min_count=1)
-    model = DiffusionLM(
-        DiffusionLMConfig(
-            vocab_size=len(vocab),
-            seq_len=16,
-            embed_dim=8,
-            width=32,
-            layers=1,
-            heads=2,
-            diffusion_steps=100,
-            dropout=0.0,
-        )
-    )
+    model, vocab = make_tiny_model()
     ids = torch.tensor([vocab.encode(t, 16) for t in TEXTS])  # (12, 16)
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     losses = []
