@@ -6,6 +6,7 @@ slow E2E runs can go in parallel background processes; ``report`` gathers everyt
     python benchmarks/prefix.py e2e --method prefix --examples 500 --out runs/bench-prefix   # also lora, full; 2000
     python benchmarks/prefix.py e2e --method prefix --examples 2000 --from-artifact artifacts/prefix-e2e --out ...
     python benchmarks/prefix.py throughput --prefix NONE --out runs/bench-prefix   # 8 real-word prefixes
+    python benchmarks/prefix.py rules --prompt-files src/lmcontrol/assets/prompts/*.txt --max-new-tokens 48 --out ...
     python benchmarks/prefix.py compression --artifacts runs/bench-prefix/compressed/compressed-* --out ...
     python benchmarks/prefix.py report --out runs/bench-prefix
 
@@ -253,7 +254,51 @@ def run_throughput(prefix_dir: Path, out: Path, repeats: int, max_new_tokens: in
 
 
 # ---------------------------------------------------------------------------------------------------------
-# (3) compression
+# (3a) does the model follow each example prompt's rule with the full prompt? (measured before compressing)
+
+
+def run_rules(prompt_files: list[Path], out_file: Path, max_new_tokens: int) -> None:
+    """Full-prompt outputs on every user input of each prompt (train + held-out), greedy, kept for re-scoring."""
+    from lmcontrol.generation import GenerationConfig, generate
+    from lmcontrol.models import load_lm
+    from lmcontrol.prefix.compress import load_prompt_spec
+
+    lm = load_lm(None)
+    res = json.loads(out_file.read_text()) if out_file.is_file() else {}
+    for pf in prompt_files:
+        spec = load_prompt_spec(pf)
+        if spec.name in res:
+            log.info("%s already in %s, skipping", spec.name, out_file)
+            continue
+        inputs = spec.train + spec.heldout
+        cfg = GenerationConfig(max_new_tokens=max_new_tokens, system=spec.text)
+        t0 = time.perf_counter()
+        outs = [o for i in range(0, len(inputs), 10) for o in generate(lm, inputs[i : i + 10], cfg).texts]
+        res[spec.name] = {
+            "prompt_file": str(pf),
+            "prompt_tokens": len(lm.tokenizer(spec.text, add_special_tokens=False)["input_ids"]),
+            "max_new_tokens": max_new_tokens,
+            "rule": spec.rule,
+            "seconds": round(time.perf_counter() - t0, 1),
+            "inputs": inputs,
+            "outputs": outs,
+        }
+        _write(out_file, rescore(res))
+
+
+def rescore(res: dict[str, Any]) -> dict[str, Any]:
+    """(Re-)apply each record's rule regex to its saved outputs: per-output pass flags and the pass rate."""
+    import re
+
+    for rec in res.values():
+        flags = [re.search(rec["rule"]["pattern"], o.strip()) is not None for o in rec["outputs"]]
+        rec["pass"] = flags
+        rec["pass_rate"] = round(sum(flags) / len(flags), 4)
+    return res
+
+
+# ---------------------------------------------------------------------------------------------------------
+# (3b) compression
 
 
 def run_compression(artifacts: list[Path], out: Path) -> None:
@@ -309,6 +354,16 @@ def report(out: Path) -> None:
                 f"{rl:>20} {m['ttft_full_s']:>6.3f}/{m['ttft_compressed_s']:<6.3f} "
                 f"{m['kv_cache_prompt_bytes_full'] // 1024:>6}/{m['kv_cache_prompt_bytes_compressed'] // 1024:<5}"
             )
+    for rules in sorted(out.glob("rules-*.json")):
+        summary.setdefault("rules", {})[rules.stem] = {
+            n: {k: r[k] for k in ("prompt_file", "prompt_tokens", "max_new_tokens", "pass_rate")}
+            for n, r in json.loads(rules.read_text()).items()
+        }
+    if "rules" in summary:
+        print("\n(3a) full-prompt rule pass rate on all 30 user inputs (greedy, max new tokens as listed)")
+        for label, recs in summary["rules"].items():
+            for n, r in recs.items():
+                print(f"{label:14} {n:14} {r['prompt_tokens']:>5} tok  pass {r['pass_rate']:.2f}  ({r['prompt_file']})")
     _write(out / "summary.json", summary)
     _plot(summary, out / "prefix.png")
     print(f"\nwrote {out / 'summary.json'} and {out / 'prefix.png'}")
@@ -357,7 +412,7 @@ def _plot(summary: dict[str, Any], path: Path) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("part", choices=["e2e", "throughput", "compression", "report"])
+    ap.add_argument("part", choices=["e2e", "throughput", "rules", "rescore", "compression", "report"])
     ap.add_argument("--out", type=Path, default=Path("runs/bench-prefix"))
     ap.add_argument("--method", choices=["prefix", "lora", "full"], default="prefix")
     ap.add_argument("--examples", type=int, default=500)
@@ -369,6 +424,8 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--max-new-tokens", type=int, default=32)
     ap.add_argument("--artifacts", type=Path, nargs="*", default=[])
+    ap.add_argument("--prompt-files", type=Path, nargs="*", default=[], help="rules: prompts to measure")
+    ap.add_argument("--label", default="current", help="rules / rescore: writes OUT/rules-LABEL.json")
     ap.add_argument("--from-artifact", type=Path, default=None, help="prefix: read a trained artifact's metrics")
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
@@ -380,6 +437,11 @@ def main() -> None:
         )
     elif args.part == "throughput":
         run_throughput(args.prefix, args.out, args.repeats, args.max_new_tokens)
+    elif args.part == "rules":
+        run_rules(args.prompt_files, args.out / f"rules-{args.label}.json", args.max_new_tokens)
+    elif args.part == "rescore":
+        path = args.out / f"rules-{args.label}.json"
+        _write(path, rescore(json.loads(path.read_text())))
     elif args.part == "compression":
         run_compression(args.artifacts, args.out)
     report(args.out)

@@ -65,6 +65,24 @@ def test_resume_is_exact(tmp_path):
         torch.testing.assert_close(a, b)
 
 
+def test_checkpoint_evaluations_survive_resume(tmp_path):
+    def evaluate(model, step):
+        x, y = batch_fn(10_000, 0, 1)
+        return {"heldout": float(loss_fn(model, (x, y))), "training": model.training}
+
+    def dying_batch_fn(step, rank, world):
+        if step == 25:
+            raise KeyboardInterrupt
+        return batch_fn(step, rank, world)
+
+    with pytest.raises(KeyboardInterrupt):
+        train_loop(make_model(), loss_fn, dying_batch_fn, CFG, tmp_path, evaluate=evaluate)
+    res = train_loop(make_model(), loss_fn, batch_fn, CFG, tmp_path, resume=True, evaluate=evaluate)
+    assert [e["step"] for e in res.evals] == [10, 20, 30]
+    assert not any(e["training"] for e in res.evals)  # evaluated in eval mode
+    assert res.evals[-1]["heldout"] < res.evals[0]["heldout"]
+
+
 def test_resume_without_checkpoint_is_clear(tmp_path):
     with pytest.raises(LMControlError, match="no checkpoint"):
         train_loop(make_model(), loss_fn, batch_fn, CFG, tmp_path, resume=True)

@@ -8,7 +8,9 @@ A ``Control`` overrides any of these hook points (the defaults do nothing):
 - ``edit_hidden(h, ctx)`` — edit the new token's hidden state (B, d) at ``hidden_site`` before the LM head
   (``"final"`` = after the final norm, or ``"layer:L"`` = the output of decoder layer L);
 - ``process_logits(logits, ctx)`` — rewrite next-token logits (controlled decoding, FUDGE-style guidance);
-- ``num_candidates`` + ``select(prompts, candidates)`` — sample N continuations per prompt and keep one.
+- ``num_candidates`` + ``select(prompts, candidates)`` — sample N continuations per prompt and keep one;
+- ``chat`` — ``False`` if the control was trained on raw text and needs the chat template off (an E2E prefix,
+  DGLM's prompt generator); ``None`` = either.
 
 Several controls compose in one call: system prompts are joined, soft prompts concatenated, hidden edits and
 logit processors applied in list order, and the largest ``num_candidates`` is used with every selector voting
@@ -92,6 +94,7 @@ class Control:
     hidden_site: str | None = None
     num_candidates: int = 1
     candidate_temperature: float = 0.7  # used for best-of-N when the call itself is greedy
+    chat: bool | None = None  # False = this control needs raw prompts (chat template off); None = either
 
     def setup(self, lm: LanguageModel) -> None:
         """Called once per generate call, before anything else (check compatibility, move tensors)."""

@@ -232,7 +232,9 @@ def generate(
     if n_cand > 1 and temperature == 0:
         temperature = max(c.candidate_temperature for c in controls if c.num_candidates > 1)
     system = _system_prompt(config, controls)
-    texts = [lm.format_prompt(p, chat=config.chat, system=system) for p in prompts]
+    # a control trained on raw text (chat=False) turns the template off for the whole call
+    chat = config.chat and not any(c.chat is False for c in controls)
+    texts = [lm.format_prompt(p, chat=chat, system=system) for p in prompts]
     idx = [i for i in range(len(prompts)) for _ in range(n_cand)]
     rows = Rows(
         prompts=[prompts[i] for i in idx],
@@ -240,7 +242,7 @@ def generate(
         prompt_index=idx,
         meta=[meta[i] for i in idx],
     )
-    input_ids, attention_mask = tokenize_prompts(lm, rows.texts, config.chat)
+    input_ids, attention_mask = tokenize_prompts(lm, rows.texts, chat)
     batch = input_ids.shape[0]
 
     soft_parts = [sp for c in controls if (sp := c.soft_prompt(rows)) is not None]

@@ -64,6 +64,7 @@ class TrainResult:
     seconds: float
     resumed_from: int
     world_size: int
+    evals: list[dict[str, Any]] = dataclasses.field(default_factory=list)  # from ``evaluate`` at checkpoints
 
     @property
     def final_loss(self) -> float:
@@ -140,6 +141,7 @@ def train_loop(
     resume: bool = False,
     parameters: list[nn.Parameter] | None = None,
     description: str = "training",
+    evaluate: Callable[[nn.Module, int], dict[str, Any]] | None = None,
 ) -> TrainResult:
     """Optimise ``model`` (only ``parameters`` if given, else all that require grad) with AdamW.
 
@@ -152,6 +154,8 @@ def train_loop(
         resume: continue from ``out_dir/checkpoint`` (error if there is none).
         parameters: subset of parameters to train.
         description: label for the progress bar.
+        evaluate: ``evaluate(model, step) -> dict`` run (in eval mode, no grad) before each checkpoint; the
+            results are kept in the checkpoint (so they survive a resume) and returned in ``TrainResult.evals``.
     """
     from accelerate import Accelerator
     from accelerate.utils import set_seed
@@ -163,10 +167,10 @@ def train_loop(
     if not params:
         raise LMControlError("nothing to train: no parameter requires grad")
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
-    start, losses = 0, []
+    start, losses, evals = 0, [], []
     if resume:
         info = load_checkpoint(out_dir, model, optimizer)
-        start, losses = int(info["step"]), list(info["losses"])
+        start, losses, evals = int(info["step"]), list(info["losses"]), list(info.get("evals", []))
         log.warning("resuming %s from step %d", description, start)
 
     def lr_lambda(step: int) -> float:
@@ -204,8 +208,17 @@ def train_loop(
         if (
             (step + 1) % config.checkpoint_every == 0 or step + 1 == config.steps
         ) and accelerator.is_main_process:
+            if evaluate is not None:
+                wrapped.eval()
+                with torch.no_grad():
+                    evals.append({"step": step + 1, **evaluate(accelerator.unwrap_model(wrapped), step + 1)})
+                log.info("%s step %d: %s", description, step + 1, evals[-1])
+                wrapped.train()
             save_checkpoint(
-                out_dir, accelerator.unwrap_model(wrapped), optimizer, {"step": step + 1, "losses": losses}
+                out_dir,
+                accelerator.unwrap_model(wrapped),
+                optimizer,
+                {"step": step + 1, "losses": losses, "evals": evals},
             )
         accelerator.wait_for_everyone()
     if progress is not None:
@@ -217,6 +230,7 @@ def train_loop(
         seconds=time.perf_counter() - t0,
         resumed_from=start,
         world_size=world,
+        evals=evals,
     )
 
 

@@ -33,7 +33,13 @@ from lmcontrol.settings import ARTIFACTS_DIR
 log = logging.getLogger(__name__)
 
 # Named probes shipped in artifacts/.
-KNOWN_PROBES = {"sst2": "probe-sst2", "ag_news": "probe-agnews", "agnews": "probe-agnews"}
+KNOWN_PROBES = {
+    "sst2": "probe-sst2",
+    "ag_news": "probe-agnews",
+    "agnews": "probe-agnews",
+    "jigsaw": "probe-jigsaw",
+}
+_PROBE_DATA = {"probe-sst2": "sst2", "probe-agnews": "ag_news", "probe-jigsaw": "jigsaw"}
 # Readable names for registered data sets whose label column is a bare integer.
 LABEL_NAMES = {"sst2": {"0": "negative", "1": "positive"}, "jigsaw": {"0": "non-toxic", "1": "toxic"}}
 # Which split is the evaluation split of a registered data set (others: hold out part of the training rows).
@@ -117,11 +123,11 @@ def _encoder_name(recorded: str) -> str | None:
 
 @functools.lru_cache(maxsize=8)
 def load_probe(name_or_path: str) -> LinearProbe:
-    """A probe by name (``sst2``, ``ag_news``) from ``artifacts/``, or from an artifact directory."""
+    """A probe by name (``sst2``, ``ag_news``, ``jigsaw``) from ``artifacts/``, or from an artifact directory."""
     key = name_or_path.lower()
     path = ARTIFACTS_DIR / KNOWN_PROBES[key] if key in KNOWN_PROBES else Path(name_or_path)
     if key in KNOWN_PROBES and not path.is_dir():
-        data = "sst2" if "sst2" in path.name else "ag_news"
+        data = _PROBE_DATA[path.name]
         raise LMControlError(
             f"probe '{name_or_path}' is not trained yet: lmcontrol train probe --data {data} --out {path}"
         )

@@ -55,6 +55,11 @@ class PromptSpec:
             raise LMControlError(f"prompt '{self.name}' has no rule check")
         return re.search(self.rule["pattern"], output.strip()) is not None
 
+    def demonstrations(self) -> list[tuple[str, str]]:
+        """(user, assistant) pairs written in P as earlier ChatML turns (how the example prompts demonstrate)."""
+        turn = r"<\|im_start\|>user\n(.*?)<\|im_end\|>\n<\|im_start\|>assistant\n(.*?)(?:<\|im_end\|>|$)"
+        return [(u.strip(), a.strip()) for u, a in re.findall(turn, self.text, flags=re.S)]
+
 
 def load_prompt_spec(prompt_file: str | Path, inputs: str | Path | None = None) -> PromptSpec:
     """Read P and its inputs (``inputs`` JSON, default ``<prompt>.json`` beside it: {train, heldout, rule})."""

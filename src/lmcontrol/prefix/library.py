@@ -47,6 +47,9 @@ class PrefixLibrary(Control):
         self.default = default
         self.per_row = per_row
         self._kv = {n: p.kv_tensor().detach() for n, p in self.prefixes.items()}  # name -> (L, 2, H_kv, m, hd)
+        # prefixes trained without the chat template (the E2E one) turn it off; a mixed library leaves it to the call
+        chats = {bool(getattr(p.config, "chat", True)) for p in self.prefixes.values()}
+        self.chat = False if chats == {False} else None
 
     @classmethod
     def from_dir(cls, directory: str | Path, lm: LanguageModel | None = None) -> PrefixLibrary:

@@ -139,6 +139,7 @@ DEMO_MRS = [
     "name : Blue Spice | Type : restaurant | food : Italian | customer rating : 5 out of 5 | family friendly : yes",
 ]
 DEMO_QUESTIONS = ["What is the tallest mountain in the world?", "How do I keep my houseplants alive?"]
+DEMO_COMPRESSED = "compressed-pirate"  # the demo shows one compressed prompt (this one, else the first committed)
 
 
 def prefix_demo(lm: Any, console: Any, max_new_tokens: int) -> None:
@@ -161,7 +162,8 @@ def prefix_demo(lm: Any, console: Any, max_new_tokens: int) -> None:
         console.print(table)
     else:
         console.print(f"no E2E prefix at {e2e}")
-    for comp in sorted(ARTIFACTS.glob("compressed-*")):
+    committed = sorted(ARTIFACTS.glob("compressed-*"), key=lambda d: d.name != DEMO_COMPRESSED)
+    for comp in committed[:1]:
         from lmcontrol.artifacts import read_meta
 
         meta = read_meta(comp)
@@ -191,7 +193,7 @@ def prefix_demo(lm: Any, console: Any, max_new_tokens: int) -> None:
 
 
 register_control(
-    "prefix", _prefix_control, "prefix-tuning KV prefix for every row, prefix:DIR (E2E prefix: use --no-chat)"
+    "prefix", _prefix_control, "prefix-tuning KV prefix for every row, prefix:DIR (a raw-text prefix turns chat off)"
 )
 register_control(
     "prefix-library",

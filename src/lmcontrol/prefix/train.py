@@ -4,9 +4,10 @@
 
 An example becomes ``template(input) + target + EOS``; the loss covers the target tokens and the EOS. The E2E
 default feeds the PrefixTuning table string (``name : The Vaults | Type : pub | ...``) followed by a newline,
-with the chat template off (the prefix, not an instruction, carries the task; it also keeps examples short):
-generate with ``--no-chat``. Training runs through ``generation.build_prefill`` / ``forward_hidden``, the same
-layout as decoding, so a trained prefix sees at test time exactly what it saw in training.
+with the chat template off (the prefix, not an instruction, carries the task; it also keeps examples short).
+Such a prefix sets ``chat=False`` on its control, so generation turns the template off by itself. Training
+runs through ``generation.build_prefill`` / ``forward_hidden``, the same layout as decoding, so a trained prefix
+sees at test time exactly what it saw in training.
 """
 
 from __future__ import annotations
