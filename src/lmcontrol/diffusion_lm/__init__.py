@@ -6,5 +6,7 @@ any differentiable criterion on the latent can steer it (plug-and-play control) 
 Layout (see ``docs/diffusion_lm.md``): ``config`` (the frozen config), ``vocab`` (word-level vocabulary),
 ``schedule`` (the sqrt noise schedule, pure functions), ``model`` (embeddings + transformer denoiser),
 ``losses`` (the end-to-end objective), ``sampling`` (pure samplers), ``classifiers`` (noised-latent
-classifiers), ``control`` (guidance, infilling, the pipeline), ``train`` (trainers), ``plugin`` (registry).
+classifiers), ``spans`` (syntax spans: definition, check, span-classifier trainer), ``control`` (guidance,
+infilling, the pipeline), ``fudge`` (the FUDGE AR baseline as a ``Control``), ``train`` (trainers), ``plugin``
+(registry).
 """

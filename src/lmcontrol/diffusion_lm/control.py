@@ -6,9 +6,9 @@
 - **Infilling, length** (§7.2, §7.1): fixed positions are imputed — the denoiser's x0 prediction is replaced
   by the known word embeddings there — so the model fills only the free positions. Length n pins ``END`` at
   position n+1 and ``PAD`` after it.
+- **Syntax spans** (§7.1): log σ(s(i+1, j+1)) from the span head — words i..j form a constituent, defined as a
+  spaCy dependency subtree span (see ``spans.py`` for the approximation).
 - **Composition**: objectives add (log-probabilities of independent constraints), templates combine.
-
-Syntax-span control (the paper's fourth classifier) is not implemented: spaCy ships no constituency parser.
 """
 
 from __future__ import annotations
@@ -19,12 +19,14 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from lmcontrol import LMControlError
 from lmcontrol.diffusion_lm.classifiers import LatentClassifier
 from lmcontrol.diffusion_lm.model import DiffusionLM
 from lmcontrol.diffusion_lm.sampling import Denoiser, get_sampler
 from lmcontrol.diffusion_lm.schedule import spaced
+from lmcontrol.diffusion_lm.spans import check_span
 from lmcontrol.diffusion_lm.vocab import Vocab
 
 Objective = Callable[
@@ -120,6 +122,16 @@ def pos_objective(clf: LatentClassifier, tags: Sequence[str], seq_len: int) -> O
     return objective
 
 
+def span_objective(clf: LatentClassifier, span: tuple[int, int]) -> Objective:
+    """log p(words i..j form a constituent | x_t) = log σ(s(i + 1, j + 1)) (word w sits at position w + 1)."""
+    p, q = span[0] + 1, span[1] + 1
+
+    def objective(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return nn.functional.logsigmoid(clf.span_logits(x, t)[:, p, q])  # (B,)
+
+    return objective
+
+
 def compose(*objectives: Objective) -> Objective:
     """Several constraints at once: log p(c_1, c_2 | x) = Σ log p(c_i | x) (independence)."""
     return lambda x, t: sum(o(x, t) for o in objectives)
@@ -134,6 +146,7 @@ class ControlTarget:
         attribute: (field, value) from an E2E MR, e.g. ("food", "Italian").
         pos: UPOS tags of the words, e.g. ("PROPN", "AUX", "DET", "NOUN", "PUNCT"); also fixes the length.
         length: number of words.
+        span: syntax span (i, j), 0-based inclusive word indices that must form a constituent.
         left: infilling: words before the gap (tokenized like E2E, e.g. "The Vaults is").
         right: infilling: words after the gap.
         middle: infilling: number of words to generate in the gap.
@@ -142,6 +155,7 @@ class ControlTarget:
     attribute: tuple[str, str] | None = None
     pos: tuple[str, ...] | None = None
     length: int | None = None
+    span: tuple[int, int] | None = None
     left: str | None = None
     right: str | None = None
     middle: int = 6
@@ -219,28 +233,46 @@ class SampleSettings:
 class DiffusionLMPipeline:
     """Sample text from a Diffusion-LM, optionally under a ``ControlTarget``."""
 
-    def __init__(self, model: DiffusionLM, classifier: LatentClassifier | None = None) -> None:
+    def __init__(
+        self,
+        model: DiffusionLM,
+        classifier: LatentClassifier | None = None,
+        span_classifier: LatentClassifier | None = None,
+    ) -> None:
         if model.vocab is None:
             raise LMControlError("the Diffusion-LM has no vocabulary attached")
         self.model, self.classifier, self.vocab = model.eval(), classifier, model.vocab
-        if classifier is not None:
-            classifier.eval().requires_grad_(False)
+        self.span_classifier = span_classifier
+        for clf in (classifier, span_classifier):
+            if clf is not None:
+                clf.eval().requires_grad_(False)
         model.requires_grad_(False)
 
     @classmethod
     def from_pretrained(
-        cls, model_dir: str | Path, classifier_dir: str | Path | None = None
+        cls,
+        model_dir: str | Path,
+        classifier_dir: str | Path | None = None,
+        span_classifier_dir: str | Path | None = None,
     ) -> DiffusionLMPipeline:
+        """Load the model and (optionally) the attribute/POS classifier and the syntax-span classifier."""
         model = DiffusionLM.load(model_dir)
-        clf = LatentClassifier.from_pretrained(classifier_dir) if classifier_dir is not None else None
-        if clf is not None and clf.config.embed_dim != model.config.embed_dim:
-            raise LMControlError(
-                f"classifier {classifier_dir} expects d={clf.config.embed_dim}, "
-                f"model has {model.config.embed_dim}"
-            )
-        return cls(model, clf)
+        clfs = []
+        for path in (classifier_dir, span_classifier_dir):
+            clf = LatentClassifier.from_pretrained(path) if path is not None else None
+            if clf is not None and clf.config.embed_dim != model.config.embed_dim:
+                raise LMControlError(
+                    f"classifier {path} expects d={clf.config.embed_dim}, model has {model.config.embed_dim}"
+                )
+            clfs.append(clf)
+        return cls(model, *clfs)
 
     def _classifier(self, what: str) -> LatentClassifier:
+        if what == "syntax-span":
+            for clf in (self.span_classifier, self.classifier):
+                if clf is not None and clf.config.spans:
+                    return clf
+            raise LMControlError("syntax-span control needs a span classifier (span_classifier_dir)")
         if self.classifier is None:
             raise LMControlError(f"{what} control needs a classifier (classifier_dir)")
         return self.classifier
@@ -256,6 +288,14 @@ class DiffusionLMPipeline:
             objectives.append(attribute_objective(self._classifier("attribute"), field, value))
         if target.pos is not None:
             objectives.append(pos_objective(self._classifier("POS"), target.pos, L))
+        if target.span is not None:
+            span = check_span(target.span, L)
+            n_words = len(target.pos) if target.pos is not None else target.length
+            if n_words is not None and span[1] >= n_words:
+                raise LMControlError(f"syntax span {span} does not fit in {n_words} words")
+            if target.infilling:
+                raise LMControlError("syntax-span control cannot be combined with infilling")
+            objectives.append(span_objective(self._classifier("syntax-span"), span))
         fixed = template(target, self.vocab, L)
         denoiser: Denoiser = self.model
         frozen = None

@@ -1,4 +1,5 @@
-"""Registers the Diffusion-LM trainers (light: no heavy imports at module level)."""
+"""Registers the Diffusion-LM trainers, the sampling command, the FUDGE control and the demo (light: no heavy
+imports at module level)."""
 
 from __future__ import annotations
 
@@ -7,11 +8,12 @@ from typing import Annotated
 
 import typer
 
-from lmcontrol.registry import register_command, register_demo, register_trainer
+from lmcontrol.registry import register_command, register_control, register_demo, register_trainer
 from lmcontrol.settings import ARTIFACTS_DIR
 
 DEFAULT_MODEL_DIR = ARTIFACTS_DIR / "diffusion-lm-e2e"
 DEFAULT_CLASSIFIER_DIR = ARTIFACTS_DIR / "diffusion-lm-e2e-classifier"
+DEFAULT_SPAN_CLASSIFIER_DIR = ARTIFACTS_DIR / "diffusion-lm-e2e-span-classifier"
 
 
 def _setup(threads: int) -> None:
@@ -114,6 +116,48 @@ def _classifier_trainer():
     return train_diffusion_lm_classifier
 
 
+def _span_classifier_trainer():
+    def train_diffusion_lm_span_classifier(
+        model: Annotated[Path, typer.Option(help="The Diffusion-LM artifact whose latents to classify.")] = (
+            DEFAULT_MODEL_DIR
+        ),
+        out: Annotated[Path, typer.Option(help="Artifact directory to write.")] = DEFAULT_SPAN_CLASSIFIER_DIR,
+        work_dir: Annotated[Path, typer.Option(help="Checkpoints go to WORK_DIR/checkpoint.")] = Path(
+            "runs/diffusion-lm-span-classifier"
+        ),
+        steps: Annotated[int, typer.Option(help="Optimizer steps.")] = 2000,
+        batch_size: Annotated[int, typer.Option(help="Sequences per step.")] = 32,
+        lr: Annotated[float, typer.Option(help="Peak AdamW learning rate.")] = 3e-3,
+        width: Annotated[int, typer.Option(help="Classifier transformer width.")] = 64,
+        layers: Annotated[int, typer.Option(help="Classifier transformer layers.")] = 2,
+        parse_limit: Annotated[int, typer.Option(help="E2E train sentences to parse with spaCy.")] = 42061,
+        seed: Annotated[int, typer.Option(help="Seed.")] = 0,
+        threads: Annotated[int, typer.Option(help="torch threads (0 = torch default).")] = 1,
+        resume: Annotated[bool, typer.Option("--resume", help="Continue from WORK_DIR/checkpoint.")] = False,
+    ) -> None:
+        """Train the noised-latent syntax-span classifier (constituent = spaCy subtree span)."""
+        _setup(threads)
+        from lmcontrol.diffusion_lm.classifiers import ClassifierTrainSettings
+        from lmcontrol.diffusion_lm.spans import train_span_classifier
+
+        settings = ClassifierTrainSettings(
+            steps=steps,
+            batch_size=batch_size,
+            lr=lr,
+            width=width,
+            layers=layers,
+            seed=seed,
+            tag_limit=parse_limit,
+        )
+        metrics = train_span_classifier(model, settings, out, work_dir, resume=resume)
+        typer.echo(
+            f"wrote {out}: "
+            + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items())
+        )
+
+    return train_diffusion_lm_span_classifier
+
+
 def _sample_command():
     def diffusion_lm(
         n: Annotated[int, typer.Option(help="Sentences to sample.")] = 8,
@@ -128,6 +172,12 @@ def _sample_command():
             str | None, typer.Option(help="Space-separated UPOS tags, e.g. 'PROPN AUX DET NOUN PUNCT'.")
         ] = None,
         length: Annotated[int | None, typer.Option(help="Number of words.")] = None,
+        span: Annotated[
+            str | None, typer.Option(help="Syntax span 'i,j': words i..j (0-based, inclusive) form a constituent.")
+        ] = None,
+        span_classifier: Annotated[
+            Path, typer.Option(help="Syntax-span classifier artifact.")
+        ] = DEFAULT_SPAN_CLASSIFIER_DIR,
         left: Annotated[str | None, typer.Option(help="Infilling: words before the gap.")] = None,
         right: Annotated[str | None, typer.Option(help="Infilling: words after the gap.")] = None,
         middle: Annotated[int, typer.Option(help="Infilling: words to fill.")] = 6,
@@ -138,22 +188,27 @@ def _sample_command():
         seed: Annotated[int, typer.Option(help="Seed.")] = 0,
         threads: Annotated[int, typer.Option(help="torch threads (0 = torch default).")] = 0,
     ) -> None:
-        """Sample E2E sentences from Diffusion-LM, optionally controlled (attribute/POS/length/infilling)."""
+        """Sample E2E sentences from Diffusion-LM, optionally controlled (attribute/POS/span/length/infilling)."""
         _setup(threads)
         from lmcontrol import LMControlError
         from lmcontrol.diffusion_lm.control import ControlTarget, DiffusionLMPipeline, SampleSettings
+        from lmcontrol.diffusion_lm.spans import parse_span_text
 
         field_value = None
         if attribute is not None:
             if "=" not in attribute:
                 raise LMControlError(f"--attribute must be field=value, got '{attribute}'")
             field_value = tuple(part.strip() for part in attribute.split("=", 1))
+        span_ij = parse_span_text(span) if span is not None else None
         needs_classifier = attribute is not None or pos is not None
-        pipe = DiffusionLMPipeline.from_pretrained(model, classifier if needs_classifier else None)
+        pipe = DiffusionLMPipeline.from_pretrained(
+            model, classifier if needs_classifier else None, span_classifier if span_ij is not None else None
+        )
         target = ControlTarget(
             attribute=field_value,
             pos=tuple(pos.split()) if pos else None,
             length=length,
+            span=span_ij,
             left=left,
             right=right,
             middle=middle,
@@ -165,6 +220,18 @@ def _sample_command():
     return diffusion_lm
 
 
+def _fudge_control(spec, lm):  # noqa: ANN001, ANN202 - ControlSpec, LanguageModel -> FudgeControl
+    from lmcontrol.diffusion_lm.fudge import fudge_from_spec
+
+    return fudge_from_spec(spec, lm)
+
+
+register_control(
+    "fudge",
+    _fudge_control,
+    "FUDGE guidance by the Diffusion-LM classifiers, fudge:attribute=food=Italian[,pos=TAGS][,span=I-J]"
+    "[,length=N][,k=20][,weight=1] (AR baseline; with an E2E prefix use prefix:artifacts/prefix-e2e too)",
+)
 register_command("diffusion-lm", _sample_command, "Sample (controlled) sentences from the E2E Diffusion-LM.")
 register_trainer(
     "diffusion-lm", _diffusion_lm_trainer, "Train a Diffusion-LM denoiser on E2E (Li et al. 2022)."
@@ -174,6 +241,11 @@ register_trainer(
     _classifier_trainer,
     "Train the noised-latent attribute + POS classifier used to steer Diffusion-LM.",
 )
+register_trainer(
+    "diffusion-lm-span-classifier",
+    _span_classifier_trainer,
+    "Train the noised-latent syntax-span classifier used to steer Diffusion-LM.",
+)
 
 
 def _demo(lm, console, max_new_tokens: int) -> None:  # noqa: ANN001 - LanguageModel / rich console (unused lm)
@@ -182,13 +254,15 @@ def _demo(lm, console, max_new_tokens: int) -> None:  # noqa: ANN001 - LanguageM
 
     from lmcontrol.diffusion_lm.control import ControlTarget, DiffusionLMPipeline, SampleSettings
 
-    pipe = DiffusionLMPipeline.from_pretrained(DEFAULT_MODEL_DIR, DEFAULT_CLASSIFIER_DIR)
+    span_dir = DEFAULT_SPAN_CLASSIFIER_DIR if (DEFAULT_SPAN_CLASSIFIER_DIR / "config.json").is_file() else None
+    pipe = DiffusionLMPipeline.from_pretrained(DEFAULT_MODEL_DIR, DEFAULT_CLASSIFIER_DIR, span_dir)
     settings = SampleSettings(steps=100)
     table = Table("control", "samples (E2E word vocabulary; 100 diffusion steps)", show_lines=True)
     cases = [
         ("none", ControlTarget()),
         ("food=Italian", ControlTarget(attribute=("food", "Italian"))),
         ("length = 12 words", ControlTarget(length=12)),
+        *([("words 3..5 form a constituent", ControlTarget(span=(3, 5)))] if span_dir else []),
         ("infill: 'The Vaults is' ___ 'in the city centre .'",
          ControlTarget(left="The Vaults is", right="in the city centre .", middle=6)),
     ]
