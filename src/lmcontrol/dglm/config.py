@@ -1,0 +1,107 @@
+"""Frozen configs of DGLM's two trained networks (saved with their artifacts).
+
+DGLM (Lovelace et al. 2024, "Diffusion Guided Language Modeling") has three parts: a semantic encoder
+(frozen, any sentence-transformers model), a ``SemanticDiffusion`` that proposes the continuation's embedding
+given the prefix's, and a ``PromptGenerator`` that turns a (noised) proposal into a soft prompt for the frozen
+autoregressive decoder.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from lmcontrol import LMControlError
+
+
+def _check(name: str, checks: list[tuple[bool, str]]) -> None:
+    for ok, message in checks:
+        if not ok:
+            raise LMControlError(f"{name}: {message}")
+
+
+@dataclasses.dataclass(frozen=True)
+class SemanticDiffusionConfig:
+    """The denoiser over continuation embeddings (paper §3.2: a transformer over k "feature tokens").
+
+    Args:
+        embed_dim: the sentence encoder's width (MiniLM: 384).
+        encoder: the encoder's id; a pipeline refuses a prompt generator trained on another encoder.
+        feature_tokens: k — the embedding is projected and split into k tokens for the transformer.
+        width, layers, heads: the transformer.
+        dropout: dropout in the transformer.
+        cond_dropout: probability of replacing the prefix embedding by a learned null embedding in training
+            (paper: 0.1), which makes classifier-free guidance possible.
+        schedule_scale: log-SNR shift of the cosine schedule used for training and sampling (1 = plain cosine).
+    """
+
+    embed_dim: int = 384
+    encoder: str = "all-MiniLM-L6-v2"
+    feature_tokens: int = 8
+    width: int = 256
+    layers: int = 4
+    heads: int = 4
+    dropout: float = 0.0
+    cond_dropout: float = 0.1
+    schedule_scale: float = 1.0
+
+    def __post_init__(self) -> None:
+        _check(
+            "SemanticDiffusionConfig",
+            [
+                (self.embed_dim >= 1, f"embed_dim must be >= 1, got {self.embed_dim}"),
+                (self.feature_tokens >= 1, f"feature_tokens must be >= 1, got {self.feature_tokens}"),
+                (self.width % self.heads == 0, f"width {self.width} is not divisible by heads {self.heads}"),
+                (self.layers >= 1, f"layers must be >= 1, got {self.layers}"),
+                (0.0 <= self.cond_dropout < 1.0, f"cond_dropout must be in [0, 1), got {self.cond_dropout}"),
+                (self.schedule_scale > 0, f"schedule_scale must be > 0, got {self.schedule_scale}"),
+            ],
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class PromptGeneratorConfig:
+    """The map from a noised proposal to per-layer key/value prefixes of the decoder (prefix-tuning style).
+
+    The issue's measurement (and ours) says an input-embedding soft prompt barely moves a frozen decoder; per-layer
+    key/value prefixes do, so the generator emits ``length`` virtual tokens in every layer's KV cache.
+
+    Args:
+        embed_dim, encoder: the semantic space it reads (must match the diffusion model's).
+        length: m, virtual tokens per layer.
+        width, layers, heads: a small transformer over the m tokens (paper: 6 layers of 768; smaller here).
+        num_layers, num_kv_heads, head_dim: the decoder's attention geometry (the output shape).
+        augment_scale: log-SNR shift of the cosine schedule that draws the training noise (paper: 2).
+        init_scale: the output layer's initial weight scale. 0 (default) starts the generator exactly at the
+            words-initialised base prefix: a random proposal-dependent part at init is noise the decoder suffers
+            from, and training first learns to suppress it (we measured the across-proposal spread of the KV
+            collapsing to 0.04 while the shared part grew to 1.2) instead of learning to use the proposal.
+    """
+
+    embed_dim: int = 384
+    encoder: str = "all-MiniLM-L6-v2"
+    length: int = 8
+    width: int = 256
+    layers: int = 2
+    heads: int = 4
+    num_layers: int = 30
+    num_kv_heads: int = 3
+    head_dim: int = 64
+    augment_scale: float = 2.0
+    init_scale: float = 0.0
+    init_text: str = "The following text continues the passage:"
+
+    def __post_init__(self) -> None:
+        _check(
+            "PromptGeneratorConfig",
+            [
+                (self.length >= 1, f"length must be >= 1, got {self.length}"),
+                (self.width % self.heads == 0, f"width {self.width} is not divisible by heads {self.heads}"),
+                (self.layers >= 0, f"layers must be >= 0, got {self.layers}"),
+                (self.augment_scale > 0, f"augment_scale must be > 0, got {self.augment_scale}"),
+            ],
+        )
+
+    @property
+    def kv_width(self) -> int:
+        """Values per virtual token: every layer's key and value."""
+        return self.num_layers * 2 * self.num_kv_heads * self.head_dim

@@ -1,0 +1,179 @@
+"""DGLM's trained networks: ``SemanticDiffusion`` (proposes a continuation embedding) and ``PromptGenerator``
+(turns a noised proposal into per-layer key/value prefixes for the frozen decoder).
+
+Both work in a *standardised* semantic space: a unit-norm encoder embedding e is mapped to
+x = (e − μ) / s with per-dimension mean μ and std s of the training continuations (the paper's
+``scale_by_std``), so every coordinate has unit variance as the diffusion assumes. ``to_unit`` maps back
+(un-standardise, then L2-normalise) — what probes read.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+from torch import nn
+
+from lmcontrol import LMControlError
+from lmcontrol.artifacts import PretrainedMixin
+from lmcontrol.dglm import schedule
+from lmcontrol.dglm.config import PromptGeneratorConfig, SemanticDiffusionConfig
+
+if TYPE_CHECKING:
+    from lmcontrol.models import LanguageModel
+
+KV = tuple[torch.Tensor, torch.Tensor]
+
+
+class _Standardiser(nn.Module):
+    """μ and s of the semantic space, stored with each artifact (both artifacts must agree)."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(dim))
+        self.register_buffer("std", torch.ones(dim))
+
+    def set(self, mean: torch.Tensor, std: torch.Tensor) -> None:
+        with torch.no_grad():
+            self.mean.copy_(mean)
+            self.std.copy_(std.clamp(min=1e-4))
+
+    def standardise(self, unit: torch.Tensor) -> torch.Tensor:
+        return (unit - self.mean) / self.std
+
+    def to_unit(self, x: torch.Tensor) -> torch.Tensor:
+        return nn.functional.normalize(x * self.std + self.mean, dim=-1)
+
+
+def _encoder(width: int, layers: int, heads: int, dropout: float) -> nn.Module:
+    layer = nn.TransformerEncoderLayer(
+        width, heads, dim_feedforward=2 * width, dropout=dropout, batch_first=True, norm_first=True
+    )
+    return nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+
+
+class SemanticDiffusion(PretrainedMixin, nn.Module):
+    """v-prediction denoiser over continuation embeddings, conditioned on the prefix embedding and noise level.
+
+    Paper §3.2: the noisy embedding z_t is projected and split into k feature tokens, the prefix embedding
+    likewise; a transformer reads [time token | k noisy tokens | k prefix tokens] and the k noisy-token outputs
+    are merged back into v̂ (R^d). Training minimises ‖v̂ − v‖² with v = α ε − σ x (Salimans & Ho 2022, eq. 9),
+    t ~ U[0, 1] on the (shifted) cosine schedule; the prefix is replaced by a learned null vector with
+    probability ``cond_dropout`` so that classifier-free guidance (Ho & Salimans 2022) can extrapolate:
+    v = v_uncond + w (v_cond − v_uncond).
+    """
+
+    artifact_kind = "dglm.diffusion"
+    config_class = SemanticDiffusionConfig
+
+    def __init__(self, config: SemanticDiffusionConfig) -> None:
+        super().__init__()
+        self.config = c = config
+        self.space = _Standardiser(c.embed_dim)
+        self.split_x = nn.Linear(c.embed_dim, c.feature_tokens * c.width)
+        self.split_c = nn.Linear(c.embed_dim, c.feature_tokens * c.width)
+        self.null_context = nn.Parameter(torch.randn(c.embed_dim) * 0.1)
+        self.time_mlp = nn.Sequential(nn.Linear(c.width, c.width), nn.SiLU(), nn.Linear(c.width, c.width))
+        self.pos = nn.Parameter(torch.randn(1 + 2 * c.feature_tokens, c.width) * 0.02)
+        self.transformer = _encoder(c.width, c.layers, c.heads, c.dropout)
+        self.norm = nn.LayerNorm(c.width)
+        self.merge = nn.Linear(c.feature_tokens * c.width, c.embed_dim)
+        nn.init.zeros_(self.merge.weight)  # start by predicting v = 0
+        nn.init.zeros_(self.merge.bias)
+
+    def forward(self, z: torch.Tensor, a2: torch.Tensor, context: torch.Tensor | None) -> torch.Tensor:
+        """v̂ (B, d) for noisy z (B, d) at α² (B, 1); ``context`` = standardised prefix embeddings (B, d) or
+        None for the unconditional model."""
+        c, b = self.config, z.shape[0]
+        if context is None:
+            context = self.null_context.expand(b, -1)
+        t = self.time_mlp(schedule.time_embedding(a2, c.width)).unsqueeze(1)  # (B, 1, w)
+        x = self.split_x(z).view(b, c.feature_tokens, c.width)
+        ctx = self.split_c(context).view(b, c.feature_tokens, c.width)
+        h = self.transformer(torch.cat([t, x, ctx], dim=1) + self.pos)
+        h = self.norm(h[:, 1 : 1 + c.feature_tokens]).reshape(b, -1)
+        return self.merge(h)
+
+    def drop_context(self, context: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Replace rows of ``context`` by the null embedding with probability ``cond_dropout`` (training)."""
+        keep = torch.rand(context.shape[0], 1, generator=generator) >= self.config.cond_dropout
+        return torch.where(keep, context, self.null_context.expand_as(context))
+
+    def guided_v(
+        self, z: torch.Tensor, a2: torch.Tensor, context: torch.Tensor, cfg_scale: float = 1.0
+    ) -> torch.Tensor:
+        """v with classifier-free guidance: w = 1 is the conditional model, w = 0 the unconditional one."""
+        if cfg_scale == 1.0:
+            return self(z, a2, context)
+        both = self(torch.cat([z, z]), torch.cat([a2, a2]), torch.cat([context, self.null_context.expand_as(context)]))
+        cond, uncond = both.chunk(2)
+        return uncond + cfg_scale * (cond - uncond)
+
+
+class PromptGenerator(PretrainedMixin, nn.Module):
+    """Noised proposal (standardised embedding + α²) -> m virtual tokens in every decoder layer's KV cache.
+
+    DGLM's prompt generator (paper §3.1) emits input-embedding soft prompts for a fine-tuned decoder; our decoder
+    stays frozen, so we emit prefix-tuning style key/value prefixes instead (Li & Liang 2021), which a frozen model
+    follows far more readily. Layout: Linear(d → m·w) split into m tokens, + time and position embeddings, a
+    small transformer, then one shared Linear(w → layers·2·kv_heads·head_dim) per token, added to a learned base
+    prefix initialised from the decoder's own keys/values of ``init_text``.
+
+    Training (``dglm.train``) uses Gaussian-noise augmentation from the forward process: the proposal is noised
+    to a random α² (cosine schedule shifted by ``augment_scale``), so at high noise the generator learns to fall
+    back on plain AR continuation and at low noise to follow the proposal (paper §3.1, "noise augmentation").
+    """
+
+    artifact_kind = "dglm.prompter"
+    config_class = PromptGeneratorConfig
+
+    def __init__(self, config: PromptGeneratorConfig) -> None:
+        super().__init__()
+        self.config = c = config
+        self.space = _Standardiser(c.embed_dim)
+        self.split = nn.Linear(c.embed_dim, c.length * c.width)
+        self.time_mlp = nn.Sequential(nn.Linear(c.width, c.width), nn.SiLU(), nn.Linear(c.width, c.width))
+        self.pos = nn.Parameter(torch.randn(c.length, c.width) * 0.02)
+        self.transformer = _encoder(c.width, c.layers, c.heads, 0.0) if c.layers else nn.Identity()
+        self.norm = nn.LayerNorm(c.width)
+        self.out = nn.Linear(c.width, c.kv_width)
+        with torch.no_grad():
+            self.out.weight.mul_(c.init_scale)
+            self.out.bias.zero_()
+        self.base = nn.Parameter(torch.zeros(c.num_layers, 2, c.num_kv_heads, c.length, c.head_dim))
+
+    def forward(self, z: torch.Tensor, a2: torch.Tensor) -> torch.Tensor:
+        """KV prefixes (L, 2, B, H_kv, m, hd) for noised proposals z (B, d) at α² (B, 1)."""
+        c, b = self.config, z.shape[0]
+        h = self.split(z).view(b, c.length, c.width) + self.pos
+        h = h + self.time_mlp(schedule.time_embedding(a2, c.width)).unsqueeze(1)
+        h = self.norm(self.transformer(h))
+        out = self.out(h).view(b, c.length, c.num_layers, 2, c.num_kv_heads, c.head_dim)
+        return self.base.unsqueeze(2) + out.permute(2, 3, 0, 4, 1, 5)  # (L, 2, B, H_kv, m, hd)
+
+    def past_key_values(self, z: torch.Tensor, a2: torch.Tensor, dtype: torch.dtype | None = None) -> list[KV]:
+        kv = self(z, a2)
+        if dtype is not None:
+            kv = kv.to(dtype)
+        return [(kv[i, 0], kv[i, 1]) for i in range(kv.shape[0])]
+
+    @torch.no_grad()
+    def init_base(self, lm: LanguageModel) -> None:
+        """Set the base prefix to the decoder's keys/values of ``init_text`` (prefix-tuning §7.2 init)."""
+        from lmcontrol import hf_adapter as hf
+
+        ids = lm.tokenizer(self.config.init_text, add_special_tokens=False)["input_ids"]
+        ids = (ids * (self.config.length // max(len(ids), 1) + 1))[: self.config.length]
+        cache = hf.make_cache(lm.model)
+        hf.decoder(lm.model)(input_ids=torch.tensor([ids]), past_key_values=cache, use_cache=True)
+        kv = torch.stack([torch.stack([k[0], v[0]]) for k, v in hf.cache_kv(cache)])  # (L, 2, H_kv, m, hd)
+        self.base.copy_(kv.float())
+
+    def check_model(self, lm: LanguageModel) -> None:
+        c, info = self.config, lm.info
+        have, want = (c.num_layers, c.num_kv_heads, c.head_dim), (info.num_layers, info.num_kv_heads, info.head_dim)
+        if have != want:
+            raise LMControlError(
+                f"prompt generator for '{self.base_model}' has (layers, kv heads, head dim) {have}, "
+                f"but '{info.name}' has {want}"
+            )

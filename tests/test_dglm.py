@@ -1,0 +1,227 @@
+"""DGLM: samplers, guidance, prompt generator, pipeline checks (tiny models; the embedded decoder in `slow`)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from lmcontrol import LMControlError
+from lmcontrol.dglm import sampling, schedule
+from lmcontrol.dglm.config import PromptGeneratorConfig, SemanticDiffusionConfig
+from lmcontrol.dglm.guidance import ProbeGuide, guided_denoiser
+from lmcontrol.dglm.model import PromptGenerator, SemanticDiffusion
+from lmcontrol.dglm.pipeline import DGLMSettings
+from lmcontrol.eval.probes import LinearProbe, ProbeConfig
+from lmcontrol.settings import ARTIFACTS_DIR
+
+D = 16
+
+
+def tiny_diffusion(seed: int = 0) -> SemanticDiffusion:
+    torch.manual_seed(seed)
+    model = SemanticDiffusion(SemanticDiffusionConfig(embed_dim=D, feature_tokens=2, width=16, layers=1, heads=2))
+    torch.nn.init.normal_(model.merge.weight, std=0.05)  # not the zero init: give the tiny net some output
+    return model.eval()
+
+
+def tiny_probe(seed: int = 0) -> LinearProbe:
+    torch.manual_seed(seed)
+    probe = LinearProbe(ProbeConfig(input_dim=D))
+    torch.nn.init.normal_(probe.linear.weight, std=3.0)
+    return probe.eval()
+
+
+def tiny_prompter(lm) -> PromptGenerator:  # noqa: ANN001
+    info = lm.info
+    cfg = PromptGeneratorConfig(
+        embed_dim=D,
+        length=3,
+        width=16,
+        layers=1,
+        heads=2,
+        num_layers=info.num_layers,
+        num_kv_heads=info.num_kv_heads,
+        head_dim=info.head_dim,
+    )
+    pg = PromptGenerator(cfg)
+    pg.base_model, pg.base_hidden_size = info.name, info.hidden_size
+    return pg
+
+
+def test_schedule_v_parameterisation_round_trips():
+    x, eps = torch.randn(4, D), torch.randn(4, D)
+    a2 = schedule.alpha2(torch.rand(4, 1))
+    z, _ = schedule.noise(x, a2, eps)
+    v = schedule.v_target(x, eps, a2)
+    assert torch.allclose(schedule.x_from_v(z, v, a2), x, atol=1e-5)
+    assert torch.allclose(schedule.eps_from_v(z, v, a2), eps, atol=1e-5)
+    # the shift lowers the noise at every t
+    t = torch.linspace(0.1, 0.9, 5)
+    assert (schedule.alpha2(t, 2.0) > schedule.alpha2(t, 1.0)).all()
+
+
+def test_samplers_are_pure_and_seeded():
+    model = tiny_diffusion()
+    ctx = torch.randn(3, D)
+    den = guided_denoiser(model, ctx)
+    z = torch.randn(3, D)
+    z_copy = z.clone()
+    a, b = sampling.sample_ddim(den, z, steps=5), sampling.sample_ddim(den, z, steps=5)
+    assert torch.equal(a, b) and torch.equal(z, z_copy)
+    p = sampling.sample_ddpm(den, z, 5, generator=torch.Generator().manual_seed(1))
+    q = sampling.sample_ddpm(den, z, 5, generator=torch.Generator().manual_seed(1))
+    r = sampling.sample_ddpm(den, z, 5, generator=torch.Generator().manual_seed(2))
+    assert torch.equal(p, q) and not torch.equal(p, r)
+    with pytest.raises(LMControlError):
+        sampling.sample_ddim(den, z, steps=0)
+
+
+def test_classifier_free_guidance_interpolates():
+    model = tiny_diffusion()
+    z, a2, ctx = torch.randn(2, D), torch.full((2, 1), 0.5), torch.randn(2, D)
+    with torch.no_grad():
+        cond, uncond = model(z, a2, ctx), model(z, a2, None)
+        assert torch.allclose(model.guided_v(z, a2, ctx, 1.0), cond, atol=1e-5)
+        assert torch.allclose(model.guided_v(z, a2, ctx, 0.0), uncond, atol=1e-5)
+        assert torch.allclose(model.guided_v(z, a2, ctx, 2.0), 2 * cond - uncond, atol=1e-4)
+
+
+@pytest.mark.parametrize("away", [False, True])
+def test_probe_guidance_moves_the_proposal(away: bool):
+    model, probe = tiny_diffusion(), tiny_probe()
+    ctx, z = torch.randn(16, D), torch.randn(16, D, generator=torch.Generator().manual_seed(3))
+
+    def p_label1(guides: tuple[ProbeGuide, ...]) -> float:
+        den = guided_denoiser(model, ctx, guides=guides, generator=torch.Generator().manual_seed(0))
+        x0 = sampling.sample_ddim(den, z, steps=10)
+        with torch.no_grad():
+            return float(probe(model.space.to_unit(x0)).softmax(-1)[:, 1].mean())
+
+    plain = p_label1(())
+    guided = p_label1((ProbeGuide(probe=probe, label=1, weight=20.0, away=away),))
+    assert (guided < plain - 0.05) if away else (guided > plain + 0.05)
+
+
+def test_two_guides_compose():
+    model, probe_a, probe_b = tiny_diffusion(), tiny_probe(1), tiny_probe(2)
+    ctx, z = torch.randn(16, D), torch.randn(16, D)
+
+    def probs(guides):  # noqa: ANN001, ANN202
+        x0 = sampling.sample_ddim(guided_denoiser(model, ctx, guides=guides), z, steps=10)
+        with torch.no_grad():
+            u = model.space.to_unit(x0)
+            return float(probe_a(u).softmax(-1)[:, 1].mean()), float(probe_b(u).softmax(-1)[:, 1].mean())
+
+    a0, b0 = probs(())
+    a1, b1 = probs((ProbeGuide(probe_a, 1, 20.0), ProbeGuide(probe_b, 1, 20.0)))
+    assert a1 > a0 and b1 > b0
+
+
+def test_guide_weight_must_be_finite():
+    with pytest.raises(LMControlError, match="finite"):
+        ProbeGuide(tiny_probe(), 1, math.nan, name="toxicity:toxic")
+
+
+@pytest.mark.parametrize(
+    "kwargs", [{"noise": 1.5}, {"noise": math.nan}, {"cfg_scale": math.nan}, {"steps": 0}, {"sampler": "euler"}]
+)
+def test_settings_reject_bad_values(kwargs):
+    with pytest.raises(LMControlError):
+        DGLMSettings(**kwargs)
+
+
+def test_prompt_generator_feeds_the_decoder_and_learns(tiny):
+    from lmcontrol.dglm.train import continuation_loss
+
+    tiny.model.requires_grad_(False)
+    pg = tiny_prompter(tiny)
+    ids = tiny.tokenizer(["the cat sat on the mat and looked at the door"] * 2, return_tensors="pt")["input_ids"]
+    p, c = ids[:, :4], ids[:, 4:]
+    z, a2 = torch.randn(2, D), torch.full((2, 1), 0.95)
+    kv = pg(z, a2)
+    info = tiny.info
+    assert kv.shape == (info.num_layers, 2, 2, info.num_kv_heads, 3, info.head_dim)
+    opt = torch.optim.Adam(pg.parameters(), lr=1e-2)
+    first = None
+    for _ in range(15):
+        loss = continuation_loss(tiny, pg, p, c, z, a2)
+        first = first if first is not None else loss.item()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert float(loss) < first - 0.1
+    assert all(q.grad is None for q in tiny.model.parameters())  # the decoder stays frozen
+
+
+def test_prompter_for_another_decoder_is_refused(tiny, tmp_path):
+    from lmcontrol.artifacts import ArtifactError
+
+    pg = tiny_prompter(tiny)
+    pg.save_pretrained(tmp_path / "pg", base_model="some-other-lm", hidden_size=tiny.info.hidden_size)
+    with pytest.raises(ArtifactError, match="some-other-lm"):
+        PromptGenerator.from_pretrained(tmp_path / "pg", model_name=tiny.info.name, hidden_size=tiny.info.hidden_size)
+
+
+def test_pipeline_refuses_mismatched_encoders(tiny):
+    from lmcontrol.dglm.pipeline import DGLMPipeline
+
+    diffusion = SemanticDiffusion(
+        SemanticDiffusionConfig(embed_dim=D, encoder="enc-a", feature_tokens=2, width=16, layers=1, heads=2)
+    )
+    pg = tiny_prompter(tiny)
+    with pytest.raises(LMControlError, match="enc-a"):
+        DGLMPipeline(tiny, diffusion, pg, encoder=None)
+
+
+def test_steering_vector_moves_hidden_states(tiny):
+    from lmcontrol.dglm.baselines import SteeringVector
+    from lmcontrol.generation import GenerationConfig, generate
+
+    sv = SteeringVector.from_contrast(tiny, ["good day", "lovely time"], ["bad day", "awful time"], layer=1, scale=50.0)
+    assert sv.direction.shape == (tiny.info.hidden_size,) and sv.hidden_site == "layer:1"
+    cfg = GenerationConfig(max_new_tokens=6, chat=False)
+    assert generate(tiny, ["hello there"], cfg, [sv]).token_ids != generate(tiny, ["hello there"], cfg).token_ids
+
+
+needs_artifacts = pytest.mark.skipif(
+    not all((ARTIFACTS_DIR / name / "config.json").is_file() for name in ("dglm-prompter", "dglm-diffusion")),
+    reason="DGLM artifacts not trained",
+)
+
+
+@needs_artifacts
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        ("dglm:guide=sentiment:happy:10", "no label 'happy'"),
+        ("dglm:guide=nosuchprobe:x:1", "unknown probe"),
+        ("dglm:avoid=toxicity:toxic:nan", "finite"),
+        ("dglm:noise=2", "noise"),
+        ("dglm:guide=sentiment", "PROBE:LABEL"),
+    ],
+)
+def test_cli_bad_dglm_specs_exit_2(cli, spec, message):
+    code, _, err = cli("generate", "--prompt", "Hello", "--max-new-tokens", "2", "--control", spec)
+    assert code == 2 and message in err and "Traceback" not in err
+
+
+@needs_artifacts
+@pytest.mark.slow
+def test_embedded_dglm_sentiment_guidance_separates(embedded):
+    from lmcontrol.dglm.pipeline import DGLMPipeline
+    from lmcontrol.eval.sentiment import positive_probability
+    from lmcontrol.generation import GenerationConfig
+
+    pipe = DGLMPipeline.from_pretrained(embedded)
+    prompts = [
+        "The new restaurant downtown",
+        "My neighbour told me that",
+        "The weather today is",
+        "Last week the company announced",
+    ]
+    cfg = GenerationConfig(max_new_tokens=24, temperature=0.0, chat=False)
+    pos = pipe(prompts, DGLMSettings(guides=(pipe.guide("sentiment", "positive", 10),)), cfg).texts
+    neg = pipe(prompts, DGLMSettings(guides=(pipe.guide("sentiment", "negative", 10),)), cfg).texts
+    assert sum(positive_probability(pos)) > sum(positive_probability(neg))
