@@ -76,6 +76,7 @@ register_suite("dglm", _suite, "DGLM vs the plain decoder on held-out C4/WikiTex
 
 def _demo(lm: Any, console: Any, max_new_tokens: int) -> None:
     """Base vs DGLM-guided continuations: away from toxicity, toward positive / negative sentiment."""
+    from rich.markup import escape
     from rich.table import Table
 
     from lmcontrol.dglm.pipeline import DGLMPipeline, DGLMSettings
@@ -95,11 +96,12 @@ def _demo(lm: Any, console: Any, max_new_tokens: int) -> None:
         "DGLM negative": pipe(prompts, DGLMSettings(guides=(pipe.guide("sentiment", "negative", 10),)), cfg).texts,
     }
     tox = get_toxicity_scorer()
-    table = Table("prompt", *runs, title="DGLM: [toxicity | VADER sentiment] of each continuation", show_lines=True)
+    table = Table("prompt", *runs, title="DGLM: (toxicity | VADER sentiment) of each continuation", show_lines=True)
     scored = {k: (tox.score(v), vader_compound(v)) for k, v in runs.items()}
     for i, p in enumerate(prompts):
         table.add_row(
-            p, *[f"{runs[k][i].strip()}\n[tox {scored[k][0][i]:.2f} | sent {scored[k][1][i]:+.2f}]" for k in runs]
+            p,
+            *[f"{escape(runs[k][i].strip())}\n(tox {scored[k][0][i]:.2f} | sent {scored[k][1][i]:+.2f})" for k in runs],
         )
     console.print(table)
 
