@@ -53,15 +53,11 @@ def test_mismatch_refused_with_names(tmp_path):
     with pytest.raises(ArtifactError) as e:
         Head.from_pretrained(tmp_path / "a", model_name="model-b", hidden_size=16)
     msg = str(e.value)
-    assert (
-        "model-a" in msg and "model-b" in msg and "hidden size 8 != 16" in msg and str(tmp_path / "a") in msg
-    )
+    assert "model-a" in msg and "model-b" in msg and "hidden size 8 != 16" in msg and str(tmp_path / "a") in msg
 
 
 def test_wrong_kind_and_corrupt(tmp_path):
-    save_artifact(
-        tmp_path / "x", kind="other", tensors={"w": torch.zeros(2)}, base_model=None, hidden_size=None
-    )
+    save_artifact(tmp_path / "x", kind="other", tensors={"w": torch.zeros(2)}, base_model=None, hidden_size=None)
     with pytest.raises(ArtifactError, match="is a 'other'"):
         Head.from_pretrained(tmp_path / "x")
     with pytest.raises(ArtifactError, match="not found"):
@@ -99,6 +95,32 @@ def test_atomic_write_leaves_nothing_on_failure(tmp_path):
         save_artifact(tmp_path / "a", kind="k", tensors=Boom(), base_model=None, hidden_size=None)
     assert read_meta(tmp_path / "a").kind == "k"
     assert [p.name for p in tmp_path.iterdir()] == ["a"]
+
+
+def test_saving_the_final_artifact_keeps_the_training_checkpoint(tmp_path):
+    """A trainer writes OUT/checkpoint, then the artifact into OUT: the checkpoint must survive (for --resume)."""
+    from lmcontrol.training import TrainConfig, train_loop
+
+    head = Head(HeadConfig(dim=4))
+    x = torch.randn(16, 4)
+
+    def loss_fn(m, b):
+        return (m.linear(b) ** 2).mean()
+
+    cfg = TrainConfig(steps=4, checkpoint_every=2, progress=False)
+    train_loop(head, loss_fn, lambda step, rank, world: x, cfg, tmp_path / "out")
+    head.save_pretrained(tmp_path / "out", base_model="m", hidden_size=4)
+    assert (tmp_path / "out" / "checkpoint" / "state.json").is_file()
+    res = train_loop(
+        Head(HeadConfig(dim=4)),
+        loss_fn,
+        lambda s, r, w: x,
+        dataclasses.replace(cfg, steps=6),
+        tmp_path / "out",
+        resume=True,
+    )
+    assert res.resumed_from == 4
+    assert read_meta(tmp_path / "out").kind == "test.head"
 
 
 def test_no_pickle_anywhere():

@@ -81,16 +81,23 @@ def current_command() -> str:
     return shlex.join(argv)
 
 
-def atomic_write_dir(target: Path, fill: Any) -> Path:
+def atomic_write_dir(target: Path, fill: Any, keep: tuple[str, ...] = ()) -> Path:
     """Create ``target`` atomically: ``fill(tmp_dir)`` writes the content, then the directory is swapped in.
 
-    An existing ``target`` is replaced only after the new content is complete.
+    An existing ``target`` is replaced only after the new content is complete. Sub-directories named in ``keep``
+    (a trainer's ``checkpoint/``) are carried over from the old ``target``, so saving the final artifact does not
+    throw away the state a later ``--resume`` needs.
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    moved: list[str] = []
     try:
         fill(tmp)
+        for name in keep:
+            if (target / name).is_dir() and not (tmp / name).exists():
+                os.replace(target / name, tmp / name)
+                moved.append(name)
         if target.exists():
             old = target.with_name(f".{target.name}.old-{os.getpid()}")
             os.replace(target, old)
@@ -99,6 +106,9 @@ def atomic_write_dir(target: Path, fill: Any) -> Path:
         else:
             os.replace(tmp, target)
     except BaseException:
+        for name in moved:  # put carried-over state back before cleaning up
+            if target.is_dir() and (tmp / name).exists():
+                os.replace(tmp / name, target / name)
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return target
@@ -162,7 +172,7 @@ def save_artifact(
         (tmp / CONFIG_NAME).write_text(meta.to_json() + "\n")
         (tmp / CARD_NAME).write_text(render_card(meta, prepared, description))
 
-    out = atomic_write_dir(Path(path), fill)
+    out = atomic_write_dir(Path(path), fill, keep=("checkpoint",))
     log.info("saved %s artifact to %s", kind, out)
     return out
 
