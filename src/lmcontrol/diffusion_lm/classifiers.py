@@ -292,12 +292,27 @@ def classifier_loss(clf: nn.Module, diffusion: DiffusionLM, batch: tuple, genera
     return ATTR_WEIGHT * attr_loss + pos_loss
 
 
+
+def classifier_train_config(settings: Any) -> Any:
+    """The ``TrainConfig`` every noised-latent classifier trainer (attribute/POS, span) uses."""
+    from lmcontrol.training import TrainConfig
+
+    return TrainConfig(
+        steps=settings.steps,
+        lr=settings.lr,
+        warmup_steps=100,
+        seed=settings.seed,
+        checkpoint_every=settings.checkpoint_every,
+        log_every=settings.log_every,
+        progress=False,
+    )
+
 def train_classifier(
     model_dir: Path, settings: ClassifierTrainSettings, out: Path, work_dir: Path, *, resume: bool = False
 ) -> dict[str, Any]:
     """Train the noised-latent classifier for the Diffusion-LM at ``model_dir`` and save it to ``out``."""
     from lmcontrol.data import load_dataset
-    from lmcontrol.training import TrainConfig, step_generator, train_loop
+    from lmcontrol.training import step_generator, train_loop
 
     diffusion = DiffusionLM.load(model_dir)
     diffusion.requires_grad_(False)
@@ -324,15 +339,7 @@ def train_classifier(
         idx = torch.randint(0, n - 1000, (settings.batch_size,), generator=g)
         return (ids[idx], attr[idx], pos[idx]), g
 
-    tc = TrainConfig(
-        steps=settings.steps,
-        lr=settings.lr,
-        warmup_steps=100,
-        seed=settings.seed,
-        checkpoint_every=settings.checkpoint_every,
-        log_every=settings.log_every,
-        progress=False,
-    )
+    tc = classifier_train_config(settings)
     result = train_loop(
         clf,
         lambda m, b: classifier_loss(m, diffusion, b[0], b[1]),

@@ -34,6 +34,7 @@ from lmcontrol.diffusion_lm.classifiers import (
     LatentClassifier,
     LatentClassifierConfig,
     classifier_batch_at,
+    classifier_train_config,
     noised_latents,
     spacy_pipeline,
 )
@@ -176,7 +177,7 @@ def train_span_classifier(
 ) -> dict[str, Any]:
     """Train a span-only ``LatentClassifier`` for the Diffusion-LM at ``model_dir`` and save it to ``out``."""
     from lmcontrol.diffusion_lm.train import e2e_texts, encode_corpus
-    from lmcontrol.training import TrainConfig, step_generator, train_loop
+    from lmcontrol.training import step_generator, train_loop
 
     diffusion = DiffusionLM.load(model_dir)
     diffusion.requires_grad_(False)
@@ -204,15 +205,7 @@ def train_span_classifier(
         target, mask = span_labels([spans[i] for i in idx.tolist()], L)
         return (ids[idx], target, mask), g
 
-    tc = TrainConfig(
-        steps=settings.steps,
-        lr=settings.lr,
-        warmup_steps=100,
-        seed=settings.seed,
-        checkpoint_every=settings.checkpoint_every,
-        log_every=settings.log_every,
-        progress=False,
-    )
+    tc = classifier_train_config(settings)
     result = train_loop(
         clf,
         lambda m, b: span_loss(m, diffusion, b[0], b[1]),
