@@ -7,7 +7,7 @@ in parallel processes; ``report`` gathers them into ``benchmarks/dglm.json``, a 
     python benchmarks/dglm.py open --n 500 --out runs/bench-dglm          # 1. open generation (+ CFG scales)
     python benchmarks/dglm.py noise --n 100 --out runs/bench-dglm         # 2. σ² sweep
     python benchmarks/dglm.py toxicity --n 40 --k 4 --out runs/bench-dglm # 3. RTP toxicity vs baselines
-    python benchmarks/dglm.py sentiment --n 50 --out runs/bench-dglm      # 4. positive / negative
+    python benchmarks/dglm.py sentiment --n 48 --out runs/bench-dglm      # 4. positive / negative
     python benchmarks/dglm.py compose --n 12 --out runs/bench-dglm        # 5. sentiment x topic
     python benchmarks/dglm.py runtime --out runs/bench-dglm               # 6. DGLM / AR time
     python benchmarks/dglm.py proposal --n 128 --out runs/bench-dglm      # diagnostic: the diffusion stage alone
@@ -212,29 +212,30 @@ def _neutral(n: int) -> list[str]:
     return [_NEUTRAL[i % len(_NEUTRAL)] for i in range(n)]
 
 
-def part_sentiment(n: int, out: Path, weight: float) -> None:
-    """4. Positive and negative continuations of neutral prompts."""
+def part_sentiment(n: int, out: Path, weights: list[float]) -> None:
+    """4. Positive and negative continuations of neutral prompts, at several guidance weights."""
     lm, pipe = _setup()
     prompts = _neutral(n)
     groups = {}
     texts, _ = _generate(lm, prompts)
     groups["base"] = _rows(prompts, texts)
     for label in ("positive", "negative"):
-        g = pipe.guide("sentiment", label, weight)
-        texts, _ = _generate(lm, prompts, _dglm(pipe, guides=(g,)))
-        groups[f"dglm {label}"] = _rows(prompts, texts)
+        for weight in weights:
+            g = pipe.guide("sentiment", label, weight)
+            texts, _ = _generate(lm, prompts, _dglm(pipe, guides=(g,)))
+            groups[f"dglm {label} w={weight:g}"] = _rows(prompts, texts)
     scores = _score(groups, ["sentiment", "ppl", "dist"])
     from lmcontrol.eval.sentiment import positive_probability, vader_compound
 
     for name, rows in groups.items():
         texts = [r["continuation"] for r in rows]
         vader, probe = vader_compound(texts), positive_probability(texts)
-        want_neg = name.endswith("negative")
+        want_neg = "negative" in name
         scores[name]["vader_acc"] = sum((v < 0) if want_neg else (v > 0) for v in vader) / len(texts)
         scores[name]["probe_acc"] = sum((p < 0.5) if want_neg else (p >= 0.5) for p in probe) / len(texts)
     _write(
         out / "sentiment.json",
-        {"n": n, "weight": weight, "scores": scores, "samples": {g: r[:3] for g, r in groups.items()}},
+        {"n": n, "weights": weights, "scores": scores, "samples": {g: r[:3] for g, r in groups.items()}},
     )
 
 
@@ -402,7 +403,7 @@ def main() -> None:
     elif a.part == "toxicity":
         part_toxicity(a.n or 40, a.k, a.out, [0.0, 10.0, 30.0])
     elif a.part == "sentiment":
-        part_sentiment(a.n or 48, a.out, 10.0)
+        part_sentiment(a.n or 48, a.out, [10.0, 30.0])
     elif a.part == "compose":
         part_compose(a.n or 12, a.out, 10.0)
     elif a.part == "runtime":

@@ -31,11 +31,19 @@ def train_prompter_cmd(
     batch_size: Annotated[int, typer.Option(help="Pairs per step.")] = 8,
     lr: Annotated[float, typer.Option(help="AdamW learning rate.")] = 1e-3,
     length: Annotated[int, typer.Option(help="Virtual tokens per layer (m).")] = 8,
-    width: Annotated[int, typer.Option(help="Generator transformer width.")] = 256,
-    layers: Annotated[int, typer.Option(help="Generator transformer layers.")] = 2,
+    kind: Annotated[str, typer.Option(help="Generator: 'mlp' (direct map) or 'transformer'.")] = "mlp",
+    hidden: Annotated[int, typer.Option(help="MLP hidden width (kind=mlp).")] = 512,
+    rank: Annotated[int, typer.Option(help="Rank of the MLP output map (0 = full; kind=mlp).")] = 128,
+    width: Annotated[int, typer.Option(help="Noise-level features; transformer width (kind=transformer).")] = 256,
+    layers: Annotated[int, typer.Option(help="Generator transformer layers (kind=transformer).")] = 2,
+    init_scale: Annotated[float, typer.Option(help="Scale of the output map's initial weights.")] = 1.0,
     augment_scale: Annotated[float, typer.Option(help="Log-SNR shift of the noise-augmentation schedule.")] = 2.0,
     examples: Annotated[int | None, typer.Option(help="Training pairs to use (default: all).")] = None,
     eval_pairs: Annotated[int, typer.Option(help="Held-out pairs for the proposal gap at checkpoints.")] = 48,
+    min_prefix: Annotated[int, typer.Option(help="Shortest prefix (tokens) prefixes are randomly cut to.")] = 4,
+    inference_share: Annotated[
+        float, typer.Option(help="Share of rows noised to the inference σ² (rest: shifted cosine schedule).")
+    ] = 0.5,
     checkpoint_every: Annotated[int, typer.Option(help="Checkpoint + proposal-gap interval (steps).")] = 100,
     sources: _Sources = "c4,wikitext",
     model: _Model = None,
@@ -53,17 +61,30 @@ def train_prompter_cmd(
     from lmcontrol.training import TrainConfig
 
     check_resume(out, resume)
-    if batch_size < 1 or eval_pairs < 1:
-        raise LMControlError("--batch-size and --eval-pairs must be >= 1")
-    run = PrompterRun(batch_size=batch_size, examples=examples, eval_pairs=eval_pairs, sources=_sources(sources))
+    if batch_size < 1 or eval_pairs < 1 or min_prefix < 1:
+        raise LMControlError("--batch-size, --eval-pairs and --min-prefix must be >= 1")
+    if not 0.0 <= inference_share <= 1.0:
+        raise LMControlError(f"--inference-share must be in [0, 1], got {inference_share}")
+    run = PrompterRun(
+        batch_size=batch_size,
+        examples=examples,
+        eval_pairs=eval_pairs,
+        sources=_sources(sources),
+        min_prefix=min_prefix,
+        inference_share=inference_share,
+    )
     torch.set_num_threads(threads)
     lm = load_lm(model)
     info = lm.info
     config = PromptGeneratorConfig(
         encoder=encoder_id(encoder),
         length=length,
+        kind=kind,
+        hidden=hidden,
+        rank=rank,
         width=width,
         layers=layers,
+        init_scale=init_scale,
         num_layers=info.num_layers,
         num_kv_heads=info.num_kv_heads,
         head_dim=info.head_dim,

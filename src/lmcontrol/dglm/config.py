@@ -68,18 +68,27 @@ class PromptGeneratorConfig:
     Args:
         embed_dim, encoder: the semantic space it reads (must match the diffusion model's).
         length: m, virtual tokens per layer.
-        width, layers, heads: a small transformer over the m tokens (paper: 6 layers of 768; smaller here).
+        kind: ``"mlp"`` (default) — [proposal | noise-level features] -> tanh(Linear(hidden)) -> one output map
+            straight to all m tokens' keys/values of every layer (the issue's design); ``"transformer"`` — the
+            proposal split into m tokens, a small transformer over them, a shared per-token output map. Measured
+            on held-out pairs at σ² = 0.05 after 100 steps: proposal gap 0.094 nats (mlp) vs 0.015 (transformer)
+            — the direct map lets every virtual token of every layer read the whole proposal.
+        hidden: the MLP's hidden width (kind="mlp").
+        rank: the MLP output map factorised through ``rank`` dims (0 = full). Full is hidden × m·kv_width
+            (47 M parameters for the embedded decoder, 94 MB fp16); rank 128 keeps the artifact under 25 MiB.
+        width, layers, heads: the transformer (kind="transformer"; paper: 6 layers of 768).
         num_layers, num_kv_heads, head_dim: the decoder's attention geometry (the output shape).
         augment_scale: log-SNR shift of the cosine schedule that draws the training noise (paper: 2).
-        init_scale: the output layer's initial weight scale. 0 (default) starts the generator exactly at the
-            words-initialised base prefix: a random proposal-dependent part at init is noise the decoder suffers
-            from, and training first learns to suppress it (we measured the across-proposal spread of the KV
-            collapsing to 0.04 while the shared part grew to 1.2) instead of learning to use the proposal.
+        init_scale: multiplies the output map's initial weights. For kind="transformer" 0 worked best (start at
+            the base prefix); for kind="mlp" the default init (1) learns the proposal fastest.
     """
 
     embed_dim: int = 384
     encoder: str = "all-MiniLM-L6-v2"
     length: int = 8
+    kind: str = "mlp"
+    hidden: int = 512
+    rank: int = 128
     width: int = 256
     layers: int = 2
     heads: int = 4
@@ -87,7 +96,7 @@ class PromptGeneratorConfig:
     num_kv_heads: int = 3
     head_dim: int = 64
     augment_scale: float = 2.0
-    init_scale: float = 0.0
+    init_scale: float = 1.0
     init_text: str = "The following text continues the passage:"
 
     def __post_init__(self) -> None:
@@ -95,6 +104,9 @@ class PromptGeneratorConfig:
             "PromptGeneratorConfig",
             [
                 (self.length >= 1, f"length must be >= 1, got {self.length}"),
+                (self.kind in ("mlp", "transformer"), f"kind must be 'mlp' or 'transformer', got {self.kind!r}"),
+                (self.hidden >= 1, f"hidden must be >= 1, got {self.hidden}"),
+                (self.rank >= 0, f"rank must be >= 0, got {self.rank}"),
                 (self.width % self.heads == 0, f"width {self.width} is not divisible by heads {self.heads}"),
                 (self.layers >= 0, f"layers must be >= 0, got {self.layers}"),
                 (self.augment_scale > 0, f"augment_scale must be > 0, got {self.augment_scale}"),

@@ -115,9 +115,10 @@ class PromptGenerator(PretrainedMixin, nn.Module):
 
     DGLM's prompt generator (paper §3.1) emits input-embedding soft prompts for a fine-tuned decoder; our decoder
     stays frozen, so we emit prefix-tuning style key/value prefixes instead (Li & Liang 2021), which a frozen model
-    follows far more readily. Layout: Linear(d → m·w) split into m tokens, + time and position embeddings, a
-    small transformer, then one shared Linear(w → layers·2·kv_heads·head_dim) per token, added to a learned base
-    prefix initialised from the decoder's own keys/values of ``init_text``.
+    follows far more readily. Default layout (``kind="mlp"``): [z | sinusoidal features of log-SNR] →
+    tanh(Linear(→ hidden)) → a rank-r Linear to all m tokens × layers × (K, V), added to a learned base prefix
+    initialised from the decoder's own keys/values of ``init_text``. ``kind="transformer"`` splits z into m
+    tokens and runs a small transformer over them first (slower to learn the proposal; see the config).
 
     Training (``dglm.train``) uses Gaussian-noise augmentation from the forward process: the proposal is noised
     to a random α² (cosine schedule shifted by ``augment_scale``), so at high noise the generator learns to fall
@@ -131,24 +132,38 @@ class PromptGenerator(PretrainedMixin, nn.Module):
         super().__init__()
         self.config = c = config
         self.space = _Standardiser(c.embed_dim)
-        self.split = nn.Linear(c.embed_dim, c.length * c.width)
-        self.time_mlp = nn.Sequential(nn.Linear(c.width, c.width), nn.SiLU(), nn.Linear(c.width, c.width))
-        self.pos = nn.Parameter(torch.randn(c.length, c.width) * 0.02)
-        self.transformer = _encoder(c.width, c.layers, c.heads, 0.0) if c.layers else nn.Identity()
-        self.norm = nn.LayerNorm(c.width)
-        self.out = nn.Linear(c.width, c.kv_width)
+        total = c.length * c.kv_width
+        if c.kind == "mlp":
+            # Paper-style direct map: every virtual token of every layer reads the whole proposal.
+            self.body = nn.Sequential(nn.Linear(c.embed_dim + c.width, c.hidden), nn.Tanh())
+            self.out = (
+                nn.Sequential(nn.Linear(c.hidden, c.rank, bias=False), nn.Linear(c.rank, total))
+                if c.rank
+                else nn.Linear(c.hidden, total)
+            )
+        else:
+            self.split = nn.Linear(c.embed_dim, c.length * c.width)
+            self.time_mlp = nn.Sequential(nn.Linear(c.width, c.width), nn.SiLU(), nn.Linear(c.width, c.width))
+            self.pos = nn.Parameter(torch.randn(c.length, c.width) * 0.02)
+            self.transformer = _encoder(c.width, c.layers, c.heads, 0.0) if c.layers else nn.Identity()
+            self.norm = nn.LayerNorm(c.width)
+            self.out = nn.Linear(c.width, c.kv_width)
+        last = self.out[-1] if isinstance(self.out, nn.Sequential) else self.out
         with torch.no_grad():
-            self.out.weight.mul_(c.init_scale)
-            self.out.bias.zero_()
+            last.weight.mul_(c.init_scale)
+            last.bias.zero_()
         self.base = nn.Parameter(torch.zeros(c.num_layers, 2, c.num_kv_heads, c.length, c.head_dim))
 
     def forward(self, z: torch.Tensor, a2: torch.Tensor) -> torch.Tensor:
         """KV prefixes (L, 2, B, H_kv, m, hd) for noised proposals z (B, d) at α² (B, 1)."""
         c, b = self.config, z.shape[0]
-        h = self.split(z).view(b, c.length, c.width) + self.pos
-        h = h + self.time_mlp(schedule.time_embedding(a2, c.width)).unsqueeze(1)
-        h = self.norm(self.transformer(h))
-        out = self.out(h).view(b, c.length, c.num_layers, 2, c.num_kv_heads, c.head_dim)
+        t = schedule.time_embedding(a2, c.width)
+        if c.kind == "mlp":
+            out = self.out(self.body(torch.cat([z, t], dim=-1)))
+        else:
+            h = self.split(z).view(b, c.length, c.width) + self.pos + self.time_mlp(t).unsqueeze(1)
+            out = self.out(self.norm(self.transformer(h)))
+        out = out.view(b, c.length, c.num_layers, 2, c.num_kv_heads, c.head_dim)
         return self.base.unsqueeze(2) + out.permute(2, 3, 0, 4, 1, 5)  # (L, 2, B, H_kv, m, hd)
 
     def past_key_values(self, z: torch.Tensor, a2: torch.Tensor, dtype: torch.dtype | None = None) -> list[KV]:
