@@ -359,9 +359,11 @@ def report(out: Path, json_out: Path, png: Path) -> None:
     if "toxicity" in parts:
         s = parts["toxicity"]["scores"]
         ax = axes[0]
-        for m, row in s.items():
+        for i, (m, row) in enumerate(s.items()):
             ax.scatter(row["ppl"], row["toxicity_prob"], s=40)
-            ax.annotate(m, (row["ppl"], row["toxicity_prob"]), fontsize=8)
+            # methods often share a point (e.g. several at toxicity 0): stagger the labels so they stay readable
+            ax.annotate(m, (row["ppl"], row["toxicity_prob"]), fontsize=8, xytext=(4, 4 + 9 * (i % 4)),
+                        textcoords="offset points")  # fmt: skip
         ax.set(xlabel="judge perplexity", ylabel="toxicity probability", title="RTP toxicity vs fluency")
     if "noise" in parts:
         s = {k: v for k, v in parts["noise"]["scores"].items() if k.startswith("σ²")}
