@@ -197,6 +197,14 @@ def test_train_prompter_learns_to_follow_the_proposal(tiny, tmp_path, monkeypatc
     assert torch.allclose(again(z, a2), pg(z, a2), atol=1e-2)  # fp16 on disk
 
 
+@pytest.mark.parametrize("kwargs", [{"inference_share": 1.5}, {"min_prefix": 0}, {"batch_size": 0}])
+def test_prompter_run_rejects_bad_values(kwargs):
+    from lmcontrol.dglm.train import PrompterRun
+
+    with pytest.raises(LMControlError):
+        PrompterRun(**kwargs)
+
+
 def test_prompter_for_another_decoder_is_refused(tiny, tmp_path):
     from lmcontrol.artifacts import ArtifactError
 

@@ -61,10 +61,6 @@ def train_prompter_cmd(
     from lmcontrol.training import TrainConfig
 
     check_resume(out, resume)
-    if batch_size < 1 or eval_pairs < 1 or min_prefix < 1:
-        raise LMControlError("--batch-size, --eval-pairs and --min-prefix must be >= 1")
-    if not 0.0 <= inference_share <= 1.0:
-        raise LMControlError(f"--inference-share must be in [0, 1], got {inference_share}")
     run = PrompterRun(
         batch_size=batch_size,
         examples=examples,

@@ -121,8 +121,9 @@ class PromptGenerator(PretrainedMixin, nn.Module):
     tokens and runs a small transformer over them first (slower to learn the proposal; see the config).
 
     Training (``dglm.train``) uses Gaussian-noise augmentation from the forward process: the proposal is noised
-    to a random α² (cosine schedule shifted by ``augment_scale``), so at high noise the generator learns to fall
-    back on plain AR continuation and at low noise to follow the proposal (paper §3.1, "noise augmentation").
+    to a random α² (cosine schedule shifted by ``augment_scale``; half of the rows at the inference σ² instead),
+    so at high noise the generator learns to fall back on plain AR continuation and at low noise to follow the
+    proposal (paper §3.1, "noise augmentation").
     """
 
     artifact_kind = "dglm.prompter"

@@ -120,6 +120,12 @@ class PrompterRun:
     # inference. The schedule half keeps the fall-back to plain continuation at high noise.
     inference_share: float = 0.5
 
+    def __post_init__(self) -> None:
+        if min(self.batch_size, self.eval_pairs, self.min_prefix, self.short_prefix) < 1:
+            raise LMControlError("batch size, eval pairs, min prefix and short prefix must be >= 1")
+        if not 0.0 <= self.inference_share <= 1.0:
+            raise LMControlError(f"inference share must be in [0, 1], got {self.inference_share}")
+
 
 def train_prompter(
     lm: LanguageModel,
