@@ -53,6 +53,32 @@ class SoftPrompt:
         if (self.embeds is None) == (self.kv is None):
             raise ValueError("a SoftPrompt has exactly one of embeds or kv")
 
+    @classmethod
+    def from_kv(cls, kv: torch.Tensor | Sequence[KV], batch: int | None = None, mask: torch.Tensor | None = None):
+        """A KV soft prompt from a stacked tensor or a per-layer list.
+
+        ``kv`` is (L, 2, B, H_kv, m, hd), or (L, 2, H_kv, m, hd) shared by every row (then ``batch`` rows are
+        expanded, no copy), or a per-layer list of (key, value) each (B, H_kv, m, hd). ``mask`` defaults to all
+        m positions used by every row.
+        """
+        if isinstance(kv, torch.Tensor):
+            if kv.dim() == 5:  # (L, 2, H_kv, m, hd) -> (L, 2, B, H_kv, m, hd)
+                if batch is None:
+                    raise ValueError("a shared (L, 2, H_kv, m, hd) prefix needs the batch size")
+                kv = kv.unsqueeze(2).expand(-1, -1, batch, -1, -1, -1)
+            layers = [(kv[i, 0], kv[i, 1]) for i in range(kv.shape[0])]
+        else:
+            layers = [(k, v) for k, v in kv]
+        b, m = layers[0][0].shape[0], layers[0][0].shape[2]
+        if mask is None:
+            mask = torch.ones(b, m, dtype=torch.bool, device=layers[0][0].device)
+        return cls(mask=mask, kv=layers)
+
+    @property
+    def length(self) -> int:
+        """m, the number of virtual positions."""
+        return int(self.mask.shape[1])
+
 
 @dataclasses.dataclass
 class Rows:
