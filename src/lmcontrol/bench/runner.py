@@ -216,6 +216,8 @@ def run_suite(
         "metrics": metrics,
         "methods": {name: _clean(vals) for name, vals in scores.items()},
     }
+    if suite.finalize is not None:
+        results = _clean(suite.finalize(results, out))
     (out / RESULTS).write_text(json.dumps(results, indent=2))
     write_report(results, out)
     write_plots(results, out)

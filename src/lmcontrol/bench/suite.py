@@ -42,6 +42,8 @@ from lmcontrol import LMControlError
 from lmcontrol.generation import GenerationConfig
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from lmcontrol.controls import Control
     from lmcontrol.generation import GenerationOutput
     from lmcontrol.models import LanguageModel
@@ -98,6 +100,9 @@ class BenchSuite:
         model: the LM (HF id / path; None = embedded SmolLM2-135M-Instruct).
         batch_size: prompts per generate call.
         help: one line for ``lmcontrol controls``.
+        finalize: optional ``finalize(results, out) -> results``, run after scoring and before
+            ``results.json`` / ``report.md`` are written, for statistics across methods (e.g. paired
+            differences and win rates against the first method, from ``out/generations.jsonl``).
     """
 
     name: str
@@ -108,6 +113,7 @@ class BenchSuite:
     model: str | None = None
     batch_size: int = 10
     help: str = ""
+    finalize: Callable[[dict[str, Any], Path], dict[str, Any]] | None = None
 
     def __post_init__(self) -> None:
         names = [m.name for m in self.methods]

@@ -1,4 +1,17 @@
-"""``lmcontrol bench recontrol``: RE-Control against the paper's baselines on held-out HH prompts.
+"""RE-Control bench suites: ``recontrol`` (HH reward) and ``recontrol-sentiment`` / ``recontrol-harmless``.
+
+``recontrol-{sentiment,harmless}`` steer towards a text attribute (``lmcontrol.eval.rewards_text``): the
+value network and the static-RE direction are trained on one scorer (the *train* reward) and every
+method is also scored by an independent *judge* from another model family. The prompts are the ``bench``
+part of ``hh_prompt_split`` of the attribute's data set (never rolled out, never used for tuning), or
+``--prompts FILE``; decoding is greedy with 32 new tokens. Methods: ``base``, ``prompting`` (a system
+message asking for the attribute), ``static-re``, ``recontrol`` (the card's step size and steps, chosen
+on the ``val`` part), ``recontrol+prompting`` and ``best-of-4`` (4 samples at T = 0.7 ranked by the
+train reward; 4x the cost, run it with ``--methods``). ``finalize`` adds, per method: mean and standard
+error of both rewards, the judge's success rate, the paired difference to base (mean, SE, z) and the win
+rate against base (ties count half) by each reward — into ``results.json`` and ``report.md``.
+
+``recontrol`` (below) is the original HH comparison.
 
 Prompts are the ``bench`` part of ``hh_prompt_split`` (first human turns never used for rollouts or for
 choosing alpha / n). Decoding is greedy (as in the paper), so differences come from the methods, not from
@@ -13,8 +26,10 @@ by the reward (pairs of responses to the same prompt; ties count half) is added 
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -84,6 +99,181 @@ def make_suite():
         batch_size=BATCH_SIZE,
         help="RE-Control vs prompting, static RE, CD, CD-prefix, best-of-4 on held-out HH prompts",
     )
+
+
+def attribute_artifact(attr: str) -> Path:
+    """The value-network directory of an attribute suite (``$LMCONTROL_RECONTROL_<ATTR>_ARTIFACT``)."""
+    env = f"LMCONTROL_RECONTROL_{attr.upper()}_ARTIFACT"
+    return Path(os.environ.get(env, ARTIFACTS_DIR / f"recontrol-{attr}"))
+
+
+def _attr_controls(attr: str, *specs: str):
+    def build(lm):
+        from lmcontrol.controls import build_control
+
+        return [build_control(_spec(s.format(A=attribute_artifact(attr))), lm) for s in specs]
+
+    return build
+
+
+def mean_se(xs: Sequence[float]) -> tuple[float, float]:
+    """Mean and standard error of the mean (sample std / sqrt(n))."""
+    n = len(xs)
+    if n == 0:
+        return float("nan"), float("nan")
+    m = sum(xs) / n
+    if n == 1:
+        return m, float("nan")
+    return m, math.sqrt(sum((x - m) ** 2 for x in xs) / (n - 1) / n)
+
+
+def win_indicators(scores: Sequence[float], base: Sequence[float]) -> list[float]:
+    """1 where the method beats base on the same prompt, 1/2 on a tie, 0 otherwise."""
+    return [1.0 if s > b else 0.5 if s == b else 0.0 for s, b in zip(scores, base, strict=True)]
+
+
+def paired_stats(scores: Sequence[float], base: Sequence[float], prefix: str) -> dict[str, float]:
+    """Mean, SE and z of the per-prompt difference to base, and the win rate (with its SE)."""
+    d_mean, d_se = mean_se([s - b for s, b in zip(scores, base, strict=True)])
+    w_mean, w_se = mean_se(win_indicators(scores, base))
+    z = d_mean / d_se if d_se and math.isfinite(d_se) and d_se > 0 else float("nan")
+    return {
+        f"{prefix}_delta": d_mean,
+        f"{prefix}_delta_se": d_se,
+        f"{prefix}_z": z,
+        f"{prefix}_win": w_mean,
+        f"{prefix}_win_se": w_se,
+    }
+
+
+def attribute_stats(
+    attr: str, by_method: dict[str, dict[str, str]], base: str = "base"
+) -> dict[str, dict[str, float]]:
+    """Per method: train reward and judge (mean, SE), judge success rate, paired stats vs ``base``.
+
+    ``by_method`` maps method -> {prompt: response}; paired statistics use the prompts it shares with base.
+    """
+    from lmcontrol.eval.rewards_text import attribute, reward_fn
+
+    a = attribute(attr)
+    fns = {"reward": reward_fn(a.train), "judge": reward_fn(a.judge)}
+    scores: dict[str, dict[str, dict[str, float]]] = {}
+    for method, texts in by_method.items():
+        prompts = list(texts)
+        responses = [texts[p] for p in prompts]
+        scores[method] = {
+            k: dict(zip(prompts, fn(prompts, responses), strict=True)) for k, fn in fns.items()
+        }
+    out: dict[str, dict[str, float]] = {}
+    for method, per in scores.items():
+        row: dict[str, float] = {}
+        for k in fns:
+            row[k], row[f"{k}_se"] = mean_se(list(per[k].values()))
+        row["success"], row["success_se"] = mean_se([float(v > a.threshold) for v in per["judge"].values()])
+        if base in scores:
+            shared = [p for p in per["reward"] if p in scores[base]["reward"]]
+            for k in fns:
+                row.update(
+                    paired_stats([per[k][p] for p in shared], [scores[base][k][p] for p in shared], k)
+                )
+        out[method] = row
+    return out
+
+
+def _responses(out: Path) -> dict[str, dict[str, str]]:
+    from lmcontrol.bench.runner import GENERATIONS, read_generations
+
+    rows = [r for r in read_generations(Path(out) / GENERATIONS) if int(r.get("sample", 0)) == 0]
+    by_method: dict[str, dict[str, str]] = {}
+    for r in rows:
+        by_method.setdefault(r["method"], {})[r["prompt"]] = r["continuation"]
+    return by_method
+
+
+def _finalize(attr: str):
+    def finalize(results: dict[str, Any], out: Path) -> dict[str, Any]:
+        by_method = _responses(out)
+        wanted = set(results["methods"])
+        prompts = None
+        if results["methods"]:
+            first = next(iter(results["methods"]))
+            prompts = set(by_method.get(first, {}))
+        by_method = {
+            m: {p: t for p, t in texts.items() if prompts is None or p in prompts}
+            for m, texts in by_method.items()
+            if m in wanted
+        }
+        base = next(iter(results["methods"]))
+        for method, stats in attribute_stats(attr, by_method, base).items():
+            results["methods"][method] = {**stats, **results["methods"][method]}
+        results["attribute"] = _attribute_info(attr)
+        return results
+
+    return finalize
+
+
+def _attribute_info(attr: str) -> dict[str, Any]:
+    from lmcontrol.eval.rewards_text import attribute
+
+    a = attribute(attr)
+    return {
+        "name": a.name,
+        "reward": a.train_spec,
+        "judge": a.judge_spec,
+        "success": f"judge > {a.threshold}",
+        "artifact": str(attribute_artifact(attr)),
+    }
+
+
+def make_attribute_suite(attr: str):
+    """The ``recontrol-<attr>`` suite (see the module docstring)."""
+    from lmcontrol.bench.suite import BenchMethod, BenchSuite
+    from lmcontrol.eval.rewards_text import attribute
+    from lmcontrol.generation import GenerationConfig
+
+    a = attribute(attr)
+
+    def prompts(n: int) -> list[dict[str, Any]]:
+        from lmcontrol.recontrol.rollouts import hh_prompt_split
+
+        return [{"prompt": p} for p in hh_prompt_split(a.prompts, part="bench")[:n]]
+
+    ctl = lambda *specs: _attr_controls(attr, *specs)  # noqa: E731
+    system = {"system": a.system}
+    return BenchSuite(
+        name=f"recontrol-{attr}",
+        prompts=prompts,
+        methods=(
+            BenchMethod("base", help="greedy decoding, no control"),
+            BenchMethod("prompting", overrides=system, help=f"system message: {a.system}"),
+            BenchMethod("static-re", controls=ctl("static-re:{A}"), help="mean advantage direction added"),
+            BenchMethod("recontrol", controls=ctl("recontrol:{A}"), help="RE-Control (card's alpha, n)"),
+            BenchMethod(
+                "recontrol+prompting",
+                controls=ctl("recontrol:{A}"),
+                overrides=system,
+                help="RE-Control with the system message",
+            ),
+            BenchMethod(
+                "best-of-4",
+                controls=ctl(f"best-of:4,reward={a.train_spec}"),
+                help="best of 4 samples (T=0.7) by the train reward",
+            ),
+        ),
+        metrics=("ppl", "diversity"),
+        generation=GenerationConfig(max_new_tokens=MAX_NEW_TOKENS, temperature=0.0, chat=True),
+        batch_size=BATCH_SIZE,
+        help=f"RE-Control for {attr} ({a.train} reward, {a.judge} judge) vs prompting and static RE",
+        finalize=_finalize(attr),
+    )
+
+
+def make_sentiment_suite():
+    return make_attribute_suite("sentiment")
+
+
+def make_harmless_suite():
+    return make_attribute_suite("harmless")
 
 
 def win_rates(out: Path, reward: str = "hh", base: str = "base") -> dict[str, float]:

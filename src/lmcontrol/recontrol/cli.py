@@ -41,6 +41,15 @@ def train_recontrol(
     max_new_tokens: Annotated[int, typer.Option(help="Tokens per rollout.")] = 48,
     rollout_temperature: Annotated[float, typer.Option(help="Sampling temperature of the rollouts.")] = 0.7,
     rollout_batch: Annotated[int, typer.Option(help="Rollout batch size.")] = 32,
+    rollout_samples: Annotated[int, typer.Option(help="Sampled responses per prompt.")] = 1,
+    rollout_top_p: Annotated[float, typer.Option(help="Nucleus (top-p) of the rollouts.")] = 0.95,
+    value_target: Annotated[
+        str, typer.Option(help="'bellman' (TD(0), paper eq. 8) or 'mc' (the final reward for every state).")
+    ] = "bellman",
+    baseline: Annotated[
+        str,
+        typer.Option(help="'prompt': regress on reward minus the prompt's mean rollout reward; 'none': raw."),
+    ] = "none",
     site: Annotated[
         str, typer.Option(help="Edit site: 'final' (after the final norm) or 'layer:L'.")
     ] = "final",
@@ -78,6 +87,10 @@ def train_recontrol(
         max_new_tokens=max_new_tokens,
         rollout_temperature=rollout_temperature,
         rollout_batch=rollout_batch,
+        rollout_samples=rollout_samples,
+        rollout_top_p=rollout_top_p,
+        value_target=value_target,
+        baseline=baseline,
         site=site,
         depth=depth,
         width=width,

@@ -14,6 +14,8 @@ from lmcontrol import LMControlError
 
 FORMAT_VERSION = 1
 ACTIVATIONS = ("relu", "gelu", "silu", "tanh")
+TARGETS = ("bellman", "mc")
+BASELINES = ("none", "prompt")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,9 +49,11 @@ class ValueNetworkConfig:
 class RolloutConfig:
     """How the behaviour policy (the unedited base LM) is rolled out to collect states.
 
-    Prompts are the *first human turn* of each HH-RLHF dialogue, wrapped in the model's chat template
-    (the same input ``lmcontrol generate`` and the benchmark give the model; SmolLM2's template holds one
-    user turn well, while the whole multi-turn transcript as one user message reads as a quoted dialogue).
+    Prompts are the *first human turn* of each HH-RLHF dialogue (or the ``prompt`` field of another data
+    set, e.g. ``rtp:toxic``), wrapped in the model's chat template (the same input ``lmcontrol generate``
+    and the benchmark give the model; SmolLM2's template holds one user turn well, while the whole
+    multi-turn transcript as one user message reads as a quoted dialogue). With ``samples`` > 1 each prompt
+    is rolled out several times, which the per-prompt baseline of ``ValueTrainConfig`` needs.
     """
 
     prompts: str = "hh-rlhf:harmless-base"
@@ -66,6 +70,34 @@ class RolloutConfig:
             raise LMControlError("max_new_tokens, samples and batch_size must be >= 1")
         if not (math.isfinite(self.temperature) and self.temperature >= 0):
             raise LMControlError(f"temperature must be a finite number >= 0, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise LMControlError(f"top_p must be in (0, 1], got {self.top_p}")
+
+
+@dataclasses.dataclass(frozen=True)
+class ValueTrainConfig:
+    """What V is regressed on (the optimiser settings live in ``lmcontrol.training.TrainConfig``).
+
+    ``target``: ``bellman`` = the paper's TD(0) target, sg[V(s_{t+1})] for inner states and r for the last
+    (eq. 8); ``mc`` = the Monte-Carlo return r for every state of the rollout (no bootstrapping; lower bias
+    when V is still poor, higher variance).
+    ``baseline``: ``none`` = the raw reward; ``prompt`` = the reward minus the mean reward of the rollouts
+    of the same prompt (needs ``RolloutConfig.samples`` > 1), so V learns the response's share of the
+    reward (an advantage, as in GRPO's group baseline) instead of what the prompt already decides.
+    ``val_fraction`` of the *prompts* (all their rollouts) is held out for the card's validation figures.
+    """
+
+    target: str = "bellman"
+    baseline: str = "none"
+    val_fraction: float = 0.1
+
+    def __post_init__(self) -> None:
+        if self.target not in TARGETS:
+            raise LMControlError(f"value target must be one of {', '.join(TARGETS)}, got {self.target!r}")
+        if self.baseline not in BASELINES:
+            raise LMControlError(f"baseline must be one of {', '.join(BASELINES)}, got {self.baseline!r}")
+        if not 0 <= self.val_fraction < 1:
+            raise LMControlError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
 
 
 @dataclasses.dataclass(frozen=True)

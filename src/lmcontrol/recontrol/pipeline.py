@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from lmcontrol import LMControlError
-from lmcontrol.recontrol.config import RolloutConfig, ValueNetworkConfig
+from lmcontrol.recontrol.config import RolloutConfig, ValueNetworkConfig, ValueTrainConfig
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +29,10 @@ def run_training(
     rollout_temperature: float,
     rollout_batch: int,
     site: str,
+    rollout_samples: int = 1,
+    rollout_top_p: float = 0.95,
+    value_target: str = "bellman",
+    baseline: str = "none",
     depth: int,
     width: int,
     activation: str,
@@ -51,7 +55,7 @@ def run_training(
     from lmcontrol.recontrol.baselines import STATIC_SUBDIR, save_static_direction, static_direction
     from lmcontrol.recontrol.config import ReControlConfig
     from lmcontrol.recontrol.rollouts import collect_rollouts, hh_prompt_split, label_rollouts, load_rollouts
-    from lmcontrol.recontrol.train import train_value_network
+    from lmcontrol.recontrol.train import train_value_network, training_rewards
     from lmcontrol.training import TrainConfig
 
     torch.set_num_threads(max(1, threads))
@@ -61,6 +65,7 @@ def run_training(
     )
     value_cfg_args = {"depth": depth, "width": width, "activation": activation}
     ValueNetworkConfig(**value_cfg_args)
+    value_train = ValueTrainConfig(target=value_target, baseline=baseline)
     reward_fn = load_reward(reward)  # unknown names fail here, before any rollout
     lm = load_lm(model)
     rollout_dir = Path(work_dir) / "rollouts"
@@ -69,6 +74,8 @@ def run_training(
         prompts=prompts,
         max_new_tokens=max_new_tokens,
         temperature=rollout_temperature,
+        top_p=rollout_top_p,
+        samples=rollout_samples,
         batch_size=rollout_batch,
         site=site,
         seed=seed,
@@ -88,12 +95,20 @@ def run_training(
 
     value_cfg = ValueNetworkConfig(hidden_size=lm.info.hidden_size, **value_cfg_args)
     value, metrics, result = train_value_network(
-        rollouts, reward, value_cfg, train_cfg, Path(work_dir) / "value", batch_size=batch_size, resume=resume
+        rollouts,
+        reward,
+        value_cfg,
+        train_cfg,
+        Path(work_dir) / "value",
+        value_train=value_train,
+        batch_size=batch_size,
+        resume=resume,
     )
     data = (
-        f"{len(rollouts.rows)} rollouts of {lm.info.name} on the first human turns of {prompts} "
-        f"('train' part of hh_prompt_split; chat template; T={rollout_temperature}, top-p 0.95, "
-        f"<= {max_new_tokens} new tokens), labelled by reward '{reward}'"
+        f"{len(rollouts.rows)} rollouts ({rollout_samples} per prompt) of {lm.info.name} on "
+        f"{len(train_prompts)} prompts of {prompts} ('train' part of hh_prompt_split; chat template; "
+        f"T={rollout_temperature}, top-p {rollout_top_p}, <= {max_new_tokens} new tokens), labelled by "
+        f"reward '{reward}'; value target '{value_target}', baseline '{baseline}'"
     )
     command = current_command()
     value.save_pretrained(
@@ -112,12 +127,15 @@ def run_training(
             "lr": lr,
             "weight_decay": weight_decay,
             "batch_size": batch_size,
+            "value_target": value_target,
+            "baseline": baseline,
             "bellman_loss_curve": [round(x, 5) for x in result.losses],
         },
         description="RE-Control value network V(h) (Kong et al. 2024): predicts the final reward from the "
         "edit-site hidden state; at test time each new state is moved by gradient ascent on V.",
     )
-    direction = static_direction(rollouts.states, rollouts.offsets, rollouts.rewards(reward))
+    # the static direction is ranked by the same targets as V (advantages with baseline=prompt)
+    direction = static_direction(rollouts.states, rollouts.offsets, training_rewards(rollouts, reward, baseline))
     save_static_direction(
         Path(out) / STATIC_SUBDIR,
         direction,

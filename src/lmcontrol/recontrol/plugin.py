@@ -47,6 +47,16 @@ register_suite(
     _lazy("lmcontrol.recontrol.bench", "make_suite"),
     "RE-Control vs prompting, static RE, CD, CD-prefix, best-of-4 on held-out HH prompts",
 )
+register_suite(
+    "recontrol-sentiment",
+    _lazy("lmcontrol.recontrol.bench", "make_sentiment_suite"),
+    "RE-Control towards positive sentiment (SST-2 probe reward, VADER judge) vs prompting, static RE",
+)
+register_suite(
+    "recontrol-harmless",
+    _lazy("lmcontrol.recontrol.bench", "make_harmless_suite"),
+    "RE-Control away from toxicity on RTP toxic prompts (Jigsaw probe reward, BiLSTM judge)",
+)
 
 
 def _demo(lm: Any, console: Any, max_new_tokens: int) -> None:
