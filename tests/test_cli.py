@@ -50,8 +50,8 @@ def test_generate_jsonl_output(cli, embedded, tmp_path):
     "args,needle",
     [
         (["--prompt", "  "], "empty"),
-        (["--prompt", PROMPT, "--max-new-tokens", "0"], "max_new_tokens"),
-        (["--prompt", PROMPT, "--max-new-tokens", "-5"], "max_new_tokens"),
+        (["--prompt", PROMPT, "--max-new-tokens", "0"], "--max-new-tokens"),
+        (["--prompt", PROMPT, "--max-new-tokens", "-5"], "--max-new-tokens"),
         (["--prompt", PROMPT, "--control", "nonsense:1"], "unknown control kind 'nonsense'"),
         (["--prompt", PROMPT, "--model", "does/not/exist"], "does/not/exist"),
         (["--prompts", "/no/such/file.jsonl"], "/no/such/file.jsonl"),

@@ -277,7 +277,7 @@ def test_missing_and_bad_files(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="list of objects"):
         load_dataset(str(tmp_path / "obj.json"))
     (tmp_path / "broken.jsonl").write_text('{"a": 1}\n{oops\n')
-    with pytest.raises(DataError, match="could not read"):
+    with pytest.raises(DataError, match="broken.jsonl: line 2: not valid JSON"):
         load_dataset(str(tmp_path / "broken.jsonl"))
     (tmp_path / "x.parquet").write_text("")
     with pytest.raises(DataError, match="unsupported file type"):

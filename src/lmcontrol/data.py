@@ -141,9 +141,45 @@ def _open_text(path: Path) -> IO[str]:
     return open(path, encoding="utf-8", newline="")
 
 
+MAX_JSON_DEPTH = 64  # deeper rows are refused: nothing lmcontrol reads nests more than a few levels
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _json_depth(value: Any) -> int:
+    """How deeply ``value`` nests lists and dicts (iterative: a deep value must not overflow the stack)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict | list):
+            deepest = max(deepest, depth)
+            if depth > MAX_JSON_DEPTH:
+                break
+            stack.extend((v, depth + 1) for v in (item.values() if isinstance(item, dict) else item))
+    return deepest
+
+
+def parse_json(text: str, where: str) -> Any:
+    """Strict JSON for untrusted input: one DataError line for syntax errors, NaN/Infinity literals, integers
+    longer than Python accepts (4,300 digits) and nesting deeper than ``MAX_JSON_DEPTH``."""
+    try:
+        value = json.loads(text, parse_constant=_refuse_constant)
+    except RecursionError:
+        raise DataError(f"{where}: nested deeper than {MAX_JSON_DEPTH} levels") from None
+    except json.JSONDecodeError as err:
+        raise DataError(f"{where}: not valid JSON ({err.msg} at column {err.colno})") from None
+    except ValueError as err:  # huge integers, NaN/Infinity
+        raise DataError(f"{where}: not valid JSON ({_one_line(err)})") from None
+    if _json_depth(value) > MAX_JSON_DEPTH:
+        raise DataError(f"{where}: nested deeper than {MAX_JSON_DEPTH} levels")
+    return value
+
+
 def _read_jsonl(path: Path) -> list[Any]:
     with _open_text(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
+        return [parse_json(line, f"{path}: line {i}") for i, line in enumerate(f, 1) if line.strip()]
 
 
 def _read_csv(path: Path, delimiter: str = ",", quoting: int = csv.QUOTE_MINIMAL) -> list[list[str]]:
@@ -679,7 +715,7 @@ def load_file(path: str | os.PathLike[str]) -> list[Row]:
             rows = _read_jsonl(p)
         elif suffix == ".json":
             with _open_text(p) as f:
-                rows = json.load(f)
+                rows = parse_json(f.read(), str(p))
             if not isinstance(rows, list):
                 raise DataError(f"{p}: expected a JSON list of objects, got {type(rows).__name__}")
         elif suffix in (".csv", ".tsv"):
@@ -690,11 +726,11 @@ def load_file(path: str | os.PathLike[str]) -> list[Row]:
                 rows = [{"text": line.strip()} for line in f if line.strip()]
         else:
             raise DataError(f"unsupported file type '{suffix}' for {p} (use {', '.join(FILE_SUFFIXES)})")
-    except (json.JSONDecodeError, UnicodeDecodeError, csv.Error, OSError) as err:
-        raise DataError(f"could not read {p}: {_one_line(err)}") from err
+    except (UnicodeDecodeError, csv.Error, OSError) as err:
+        raise DataError(f"could not read {p}: {_one_line(err)}") from None
     bad = next((i for i, r in enumerate(rows) if not isinstance(r, dict)), None)
     if bad is not None:
-        raise DataError(f"{p}: row {bad} is a {type(rows[bad]).__name__}, not an object")
+        raise DataError(f"{p}: row {bad + 1} is a {type(rows[bad]).__name__}, not an object")
     return rows
 
 

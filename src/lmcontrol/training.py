@@ -5,8 +5,11 @@ returns the batch for that step and process. Batches are a pure function of (see
 from a checkpoint at step s continues with exactly the batches an uninterrupted run would have seen.
 
 Checkpoints (``<out>/checkpoint/``) hold the trainable weights, the optimizer state flattened into
-safetensors, and a JSON file with the step, losses and RNG seed — no ``torch.save``/pickle anywhere. They are
-written atomically, so a run killed mid-write resumes from the previous checkpoint.
+safetensors, and a JSON file with the step, the losses (including the unfinished log interval), the RNG states
+(torch, numpy, random: dropout draws from them) and the sha256 of both tensor files — no ``torch.save``/pickle
+anywhere. They are written atomically, so a run killed mid-write resumes from the previous checkpoint, and a
+resumed run records the same losses as an uninterrupted one. ``--resume`` refuses, in one line, a checkpoint
+made for another architecture, a truncated or edited tensor file, and an invalid ``state.json``.
 
 Run on several CPU processes with ``accelerate launch --cpu --num_processes 2 -m lmcontrol ...``; gradients
 are averaged by Accelerate (DDP over gloo) and every process ends with identical weights.
@@ -14,16 +17,19 @@ are averaged by Accelerate (DDP over gloo) and every process ends with identical
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import json
 import logging
 import math
+import random
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from torch import nn
 
 from lmcontrol import LMControlError
@@ -101,10 +107,36 @@ def _unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict[str, Any])
     return {"state": state, "param_groups": meta["param_groups"]}
 
 
+def _rng_state() -> dict[str, Any]:
+    """The global RNG states (JSON-clean), so dropout after a resume draws what it would have drawn."""
+    import numpy as np
+
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    version, internal, gauss_next = random.getstate()
+    return {
+        "torch": base64.b64encode(torch.get_rng_state().numpy().tobytes()).decode("ascii"),
+        "numpy": [kind, [int(k) for k in keys], int(pos), int(has_gauss), float(gauss)],
+        "random": [version, list(internal), gauss_next],
+    }
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    import numpy as np
+
+    raw = base64.b64decode(state["torch"], validate=True)
+    torch.set_rng_state(torch.frombuffer(bytearray(raw), dtype=torch.uint8))
+    kind, keys, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((str(kind), np.asarray(keys, dtype=np.uint32), int(pos), int(has_gauss), float(gauss)))
+    version, internal, gauss_next = state["random"]
+    random.setstate((int(version), tuple(int(x) for x in internal), gauss_next))
+
+
 def save_checkpoint(
     out_dir: Path, model: nn.Module, optimizer: torch.optim.Optimizer, info: dict[str, Any]
 ) -> None:
     from safetensors.torch import save_file, save_model
+
+    from lmcontrol.artifacts import sha256_file
 
     opt_tensors, opt_meta = _flatten_optimizer(optimizer.state_dict())
 
@@ -112,23 +144,84 @@ def save_checkpoint(
         # save_model de-duplicates tied tensors (e.g. embed_tokens / lm_head), which save_file refuses.
         save_model(model, str(tmp / "weights.safetensors"))
         save_file(opt_tensors, str(tmp / "optimizer.safetensors"))
-        (tmp / "state.json").write_text(json.dumps({**info, "optimizer": opt_meta}, indent=1))
+        sha = {name: sha256_file(tmp / name) for name in ("weights.safetensors", "optimizer.safetensors")}
+        state = {**info, "rng": _rng_state(), "sha256": sha, "optimizer": opt_meta}
+        (tmp / "state.json").write_text(json.dumps(state, indent=1))
 
     atomic_write_dir(out_dir / CHECKPOINT_DIR, fill)
 
 
+class _CheckpointState(BaseModel):
+    """``state.json`` as ``--resume`` may trust it."""
+
+    model_config = ConfigDict(extra="allow")
+
+    step: int = Field(ge=0)
+    losses: list[float]
+    running: list[float] = []
+    evals: list[dict[str, Any]] = []
+    rng: dict[str, Any] | None = None
+    sha256: dict[str, str] | None = None
+    optimizer: dict[str, Any]
+
+
 def load_checkpoint(out_dir: Path, model: nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+    """Restore weights, optimizer and RNG state from ``out_dir/checkpoint``; every failure is one line."""
+    from safetensors import SafetensorError
     from safetensors.torch import load_file, load_model
+
+    from lmcontrol.artifacts import check_tensors, pydantic_reason, sha256_file
 
     ck = out_dir / CHECKPOINT_DIR
     if not (ck / "state.json").is_file():
         raise LMControlError(f"--resume: no checkpoint in {ck}")
-    info = json.loads((ck / "state.json").read_text())
-    load_model(model, str(ck / "weights.safetensors"))
-    optimizer.load_state_dict(
-        _unflatten_optimizer(load_file(str(ck / "optimizer.safetensors")), info.pop("optimizer"))
-    )
+
+    def bad(reason: str) -> LMControlError:
+        return LMControlError(f"--resume: the checkpoint in {ck} is unusable: {reason}")
+
+    try:
+        raw = json.loads((ck / "state.json").read_text(encoding="utf-8"))
+        info = _CheckpointState.model_validate(raw).model_dump()
+    except ValidationError as e:
+        raise bad(f"state.json: {pydantic_reason(e)}") from None
+    except (OSError, ValueError, RecursionError) as e:
+        raise bad(f"state.json is not valid JSON ({type(e).__name__})") from None
+    for name in ("weights.safetensors", "optimizer.safetensors"):
+        if not (ck / name).is_file():
+            raise bad(f"{name} is missing")
+        if info["sha256"] and info["sha256"].get(name) and sha256_file(ck / name) != info["sha256"][name]:
+            raise bad(f"{name} does not match its sha256 in state.json (truncated or changed)")
+    try:
+        opt_tensors = load_file(str(ck / "optimizer.safetensors"))
+        missing, unexpected = load_model(model, str(ck / "weights.safetensors"), strict=False)
+    except (SafetensorError, OSError, ValueError) as e:
+        raise bad(f"cannot read its tensors ({_first_line(e)})") from None
+    except RuntimeError as e:  # shape mismatch
+        raise LMControlError(
+            f"--resume: the checkpoint in {ck} was made for a different model architecture ({_first_line(e)})"
+        ) from None
+    if missing or unexpected:
+        names = ", ".join((list(missing) + list(unexpected))[:3])
+        raise LMControlError(
+            f"--resume: the checkpoint in {ck} was made for a different model architecture "
+            f"({len(missing)} missing and {len(unexpected)} unexpected tensors: {names})"
+        )
+    check_tensors(opt_tensors, ck / "optimizer.safetensors")
+    try:
+        optimizer.load_state_dict(_unflatten_optimizer(opt_tensors, info.pop("optimizer")))
+    except (KeyError, ValueError, TypeError, RuntimeError) as e:
+        raise bad(f"the optimizer state does not fit this run ({_first_line(e)})") from None
+    if info.get("rng"):
+        try:
+            _set_rng_state(info["rng"])
+        except (KeyError, ValueError, TypeError, RuntimeError) as e:
+            raise bad(f"state.json: rng: {_first_line(e)}") from None
     return info
+
+
+def _first_line(e: BaseException) -> str:
+    lines = str(e).strip().splitlines()
+    return lines[0][:200] if lines else type(e).__name__
 
 
 def train_loop(
@@ -167,10 +260,16 @@ def train_loop(
     if not params:
         raise LMControlError("nothing to train: no parameter requires grad")
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
-    start, losses, evals = 0, [], []
+    start, losses, evals, running = 0, [], [], []
     if resume:
         info = load_checkpoint(out_dir, model, optimizer)
         start, losses, evals = int(info["step"]), list(info["losses"]), list(info.get("evals", []))
+        running = list(info.get("running", []))  # the unfinished log interval
+        if start > config.steps:
+            raise LMControlError(
+                f"--resume: the checkpoint in {out_dir / CHECKPOINT_DIR} is at step {start}, past --steps "
+                f"{config.steps}"
+            )
         log.warning("resuming %s from step %d", description, start)
 
     def lr_lambda(step: int) -> float:
@@ -182,7 +281,6 @@ def train_loop(
     wrapped, optimizer = accelerator.prepare(model, optimizer)
     rank, world = accelerator.process_index, accelerator.num_processes
     t0 = time.perf_counter()
-    running: list[float] = []
     progress = _progress(config.progress and accelerator.is_main_process, description, config.steps, start)
     wrapped.train()
     for step in range(start, config.steps):
@@ -218,7 +316,7 @@ def train_loop(
                 out_dir,
                 accelerator.unwrap_model(wrapped),
                 optimizer,
-                {"step": step + 1, "losses": losses, "evals": evals},
+                {"step": step + 1, "losses": losses, "running": running, "evals": evals},
             )
         accelerator.wait_for_everyone()
     if progress is not None:

@@ -10,6 +10,8 @@ import math
 from pathlib import Path
 from typing import Any
 
+from lmcontrol.artifacts import atomic_write_text
+
 TIMING_COLUMNS = ("sec/sample", "tokens/s", "overhead")
 # Which way is better, for the arrows in the table header (columns not listed: no arrow).
 HIGHER_IS_BETTER = {
@@ -90,7 +92,7 @@ def write_report(results: dict[str, Any], out: Path) -> Path:
         lines += ["", f"## Timing (vs `{methods[0]}`)", "", *markdown_table(results, timing)]
     lines += ["", "![metrics](metrics.png)", "", "![timing](timing.png)", ""]
     path = out / "report.md"
-    path.write_text("\n".join(lines), encoding="utf-8")
+    atomic_write_text(path, "\n".join(lines))
     return path
 
 

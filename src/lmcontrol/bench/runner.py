@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lmcontrol import LMControlError
+from lmcontrol.artifacts import atomic_write_text, fsync_file
 from lmcontrol.bench.suite import BenchMethod, BenchSuite, Row
 
 if TYPE_CHECKING:
@@ -93,7 +94,7 @@ def _check_run_file(out: Path, settings: dict[str, Any]) -> None:
                 f"{out} holds a run with other settings ({', '.join(diffs)} differ); use another --out"
             )
     out.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(settings, indent=2))
+    atomic_write_text(path, json.dumps(settings, indent=2))
 
 
 def generate_all(
@@ -153,7 +154,7 @@ def generate_all(
                 if row.get("reference"):
                     record["reference"] = row["reference"]
                 f.write(json.dumps(record, ensure_ascii=False) + "\n")
-            f.flush()
+            fsync_file(f)  # a killed run keeps every finished unit
             if task is not None:
                 progress.advance(task)
 
@@ -218,7 +219,7 @@ def run_suite(
     }
     if suite.finalize is not None:
         results = _clean(suite.finalize(results, out))
-    (out / RESULTS).write_text(json.dumps(results, indent=2))
+    atomic_write_text(out / RESULTS, json.dumps(results, indent=2))
     write_report(results, out)
     write_plots(results, out)
     return results

@@ -23,6 +23,11 @@ def load_prompt_file(path: Path) -> list[dict[str, Any]]:
     for i, r in enumerate(rows):
         if not isinstance(r.get("prompt"), str) or not r["prompt"].strip():
             raise LMControlError(f"{path} row {i + 1} has no 'prompt' (a non-empty string)")
+        ref = r.get("reference")
+        if ref is not None and not (
+            isinstance(ref, str) or (isinstance(ref, list) and all(isinstance(x, str) for x in ref))
+        ):
+            raise LMControlError(f"{path} row {i + 1}: 'reference' must be a string or a list of strings")
         out.append({"prompt": r["prompt"], **({"reference": r["reference"]} if r.get("reference") else {})})
     return out
 
@@ -68,6 +73,9 @@ def run_bench(
         return
     if n < 1 or samples < 1:
         raise LMControlError(f"--n and --samples must be >= 1, got {n} and {samples}")
+    from lmcontrol.artifacts import check_output_path
+
+    check_output_path(out, flag="--out", directory=True)
     if max_new_tokens is not None:
         if max_new_tokens < 1:
             raise LMControlError(f"--max-new-tokens must be >= 1, got {max_new_tokens}")

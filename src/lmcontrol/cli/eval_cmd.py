@@ -7,7 +7,6 @@ every row makes the perplexity judge read the prompt inside its chat template (`
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any
@@ -23,20 +22,53 @@ def group_rows(rows: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
     return groups
 
 
+def check_row_types(rows: list[dict[str, Any]], where: str) -> None:
+    """Optional fields must have the types the metrics read (one line naming the row otherwise)."""
+
+    def bad(i: int, field: str, want: str, value: Any) -> LMControlError:
+        got = "null" if value is None else type(value).__name__
+        return LMControlError(f"{where} row {i + 1}: '{field}' must be {want}, got {got}")
+
+    for i, r in enumerate(rows):
+        if r.get("method") is not None and not isinstance(r["method"], str):
+            raise bad(i, "method", "a string", r["method"])
+        for field in ("reference", "references"):
+            ref = r.get(field)
+            if ref is not None and not (
+                isinstance(ref, str) or (isinstance(ref, list) and all(isinstance(x, str) for x in ref))
+            ):
+                raise bad(i, field, "a string or a list of strings", ref)
+        seconds = r.get("seconds")
+        if seconds is not None and not (
+            isinstance(seconds, int | float) and not isinstance(seconds, bool) and math.isfinite(seconds)
+            and seconds >= 0
+        ):
+            raise bad(i, "seconds", "a finite number >= 0", seconds)
+        tokens = r.get("tokens")
+        if tokens is not None and not (isinstance(tokens, int) and not isinstance(tokens, bool) and tokens >= 0):
+            raise bad(i, "tokens", "an integer >= 0", tokens)
+        if "chat" in r and not isinstance(r["chat"], bool):
+            raise bad(i, "chat", "true or false", r["chat"])
+
+
 def run_eval(file: Path, metrics: str, output: Path | None, judge: str | None) -> dict[str, dict[str, float]]:
     from rich.console import Console
     from rich.progress import Progress
     from rich.table import Table
 
+    from lmcontrol.artifacts import atomic_write_json, check_output_path
     from lmcontrol.bench.report import columns, fmt
     from lmcontrol.data import load_file
     from lmcontrol.eval.suite import EvalContext, check_rows, evaluate, parse_metrics
 
     parsed = parse_metrics(metrics)  # unknown names fail before anything is read or loaded
+    if output is not None:
+        check_output_path(output, flag="--output")
     rows = load_file(file)
     if not rows:
         raise LMControlError(f"{file} has no rows")
     check_rows(rows, parsed, where=str(file))
+    check_row_types(rows, str(file))
     groups = group_rows(rows)
     ctx = EvalContext(judge=judge, chat=all(r.get("chat") is True for r in rows))
     console = Console(stderr=True)
@@ -56,6 +88,5 @@ def run_eval(file: Path, metrics: str, output: Path | None, judge: str | None) -
             g: {k: (v if isinstance(v, float) and math.isfinite(v) else None) for k, v in vals.items()}
             for g, vals in results.items()
         }
-        output.parent.mkdir(parents=True, exist_ok=True)
-        output.write_text(json.dumps({"file": str(file), "metrics": metrics, "methods": clean}, indent=2))
+        atomic_write_json(output, {"file": str(file), "metrics": metrics, "methods": clean})
     return results

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 from typing import Any
 
 from lmcontrol import LMControlError
 
+MAX_NEW_TOKENS = 32_768  # no model lmcontrol runs has a longer context; checked before the model loads
+ROW_STRING_FIELDS = ("prefix",)  # row fields controls read as text (the prefix library's artifact name)
+
 
 def read_prompt_rows(path: Path) -> list[dict[str, Any]]:
-    """Rows of a JSONL file that each carry a non-empty 'prompt'."""
+    """Rows of a JSONL file that each carry a non-empty string 'prompt' (and string control fields)."""
     from lmcontrol.data import load_file
 
     if not path.is_file():
@@ -21,20 +23,38 @@ def read_prompt_rows(path: Path) -> list[dict[str, Any]]:
     if not rows:
         raise LMControlError(f"prompts file {path} is empty")
     for i, row in enumerate(rows):
-        if not isinstance(row, dict) or "prompt" not in row:
+        if "prompt" not in row:
             raise LMControlError(f"{path}: row {i + 1} has no 'prompt' field")
-        if not str(row["prompt"]).strip():
+        if not isinstance(row["prompt"], str):
+            raise LMControlError(f"{path}: row {i + 1}: 'prompt' must be a string, got {_type(row['prompt'])}")
+        if not row["prompt"].strip():
             raise LMControlError(f"{path}: row {i + 1} has an empty prompt")
+        for field in ROW_STRING_FIELDS:
+            if field in row and not (isinstance(row[field], str) and row[field].strip()):
+                raise LMControlError(
+                    f"{path}: row {i + 1}: '{field}' must be a non-empty string, got {_type(row[field])}"
+                )
     return rows
 
 
+def _type(value: Any) -> str:
+    return "null" if value is None else type(value).__name__
+
+
 def write_jsonl_atomic(path: Path, rows: list[dict[str, Any]]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with tmp.open("w") as f:
-        for row in rows:
-            f.write(json.dumps(row, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)
+    from lmcontrol.artifacts import atomic_write_jsonl
+
+    atomic_write_jsonl(path, rows)
+
+
+def check_generation_flags(max_new_tokens: int, stop: list[str], batch_size: int) -> None:
+    """CLI-level checks GenerationConfig does not make (it cannot know a flag was typed by a person)."""
+    if not 1 <= max_new_tokens <= MAX_NEW_TOKENS:
+        raise LMControlError(f"--max-new-tokens must be between 1 and {MAX_NEW_TOKENS}, got {max_new_tokens}")
+    if any(s == "" for s in stop):
+        raise LMControlError("--stop must not be empty (an empty stop string would end every continuation at once)")
+    if batch_size < 1:
+        raise LMControlError(f"--batch-size must be >= 1, got {batch_size}")
 
 
 def run_generate(
@@ -61,8 +81,11 @@ def run_generate(
         raise LMControlError("give exactly one of --prompt TEXT or --prompts FILE.jsonl")
     if prompt is not None and not prompt.strip():
         raise LMControlError("the prompt is empty")
-    if batch_size < 1:
-        raise LMControlError(f"--batch-size must be >= 1, got {batch_size}")
+    check_generation_flags(max_new_tokens, stop, batch_size)
+    if output is not None:
+        from lmcontrol.artifacts import check_output_path
+
+        check_output_path(output, flag="--output")
     config = GenerationConfig(
         max_new_tokens=max_new_tokens,
         temperature=temperature,

@@ -198,28 +198,79 @@ def _register_plugins() -> None:
         app.command(name=extra.name, help=extra.help)(extra.factory())
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Console-script entry point: one-line errors, exit code 2 for bad input."""
-    import click
+def _usage_error_types() -> tuple[type[BaseException], ...]:
+    """The usage-error classes of typer's own click copy (typer >= 0.29) and of click itself, if installed."""
+    types: list[type[BaseException]] = []
+    try:
+        from typer._click.exceptions import ClickException as TyperClickException
 
+        types.append(TyperClickException)
+    except ImportError:  # older typer: it uses click directly
+        pass
+    try:
+        import click
+
+        types.append(click.ClickException)
+    except ImportError:
+        pass
+    return tuple(types)
+
+
+def _abort_types() -> tuple[type[BaseException], ...]:
+    types: list[type[BaseException]] = []
+    try:
+        from typer.exceptions import Abort as TyperAbort
+
+        types.append(TyperAbort)
+    except ImportError:
+        pass
+    try:
+        import click
+
+        types.append(click.exceptions.Abort)
+    except ImportError:
+        pass
+    return tuple(types)
+
+
+def one_line(message: str) -> str:
+    """``message`` folded onto one line (user errors must never span several)."""
+    return " ".join(str(message).split())
+
+
+def _usage_message(e: BaseException) -> str:
+    ctx = getattr(e, "ctx", None)
+    where = f"{ctx.command_path}: " if ctx is not None and getattr(ctx, "command_path", None) else ""
+    hint = f" (see '{ctx.command_path} --help')" if where else ""
+    text = e.format_message() if hasattr(e, "format_message") else str(e)  # type: ignore[union-attr]
+    return one_line(f"{where}{text}{hint}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console-script entry point: one-line errors on stderr, exit code 2 for bad input (usage errors too)."""
     _quiet_libraries()
+    usage_errors, aborts = _usage_error_types(), _abort_types()
     try:
         _register_plugins()
-        app(args=argv, standalone_mode=False)
+        app(args=argv, standalone_mode=False, prog_name="lmcontrol")
     except LMControlError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {one_line(str(e))}", file=sys.stderr)
         return 2
-    except click.exceptions.Abort:
+    except aborts:
         print("aborted", file=sys.stderr)
         return 130
-    except click.ClickException as e:
-        print(f"error: {e.format_message()}", file=sys.stderr)
+    except usage_errors as e:
+        if type(e).__name__ == "NoArgsIsHelpError":  # `lmcontrol` or `lmcontrol train` alone: show the help
+            ctx = getattr(e, "ctx", None)
+            print(ctx.get_help() if ctx is not None else e.format_message())  # type: ignore[union-attr]
+            return 0
+        print(f"error: {_usage_message(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
     except SystemExit as e:  # typer/click may still raise SystemExit for --help etc.
-        return int(e.code or 0)
+        return e.code if isinstance(e.code, int) else (0 if e.code is None else 2)
     return 0
 
 

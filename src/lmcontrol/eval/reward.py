@@ -172,12 +172,20 @@ def _sentiment(prompts: list[str], responses: list[str]) -> list[float]:
 
 @functools.lru_cache(maxsize=2)
 def _hf_model(name: str) -> tuple[object, object]:
+    from pathlib import Path
+
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+    from lmcontrol.models import local_only, refuse_pickle_weights
+
+    refuse_pickle_weights(Path(name), "reward model")
+    offline = local_only(name)  # never reach the network for a local path or when the hub is unreachable
     try:
-        tokenizer = AutoTokenizer.from_pretrained(name)
-        model = AutoModelForSequenceClassification.from_pretrained(name).eval()
-    except (OSError, ValueError) as e:
+        tokenizer = AutoTokenizer.from_pretrained(name, local_files_only=offline)
+        model = AutoModelForSequenceClassification.from_pretrained(
+            name, use_safetensors=True, local_files_only=offline
+        ).eval()
+    except (OSError, ValueError, KeyError, TypeError, RuntimeError) as e:
         first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
         raise LMControlError(f"reward model 'hf:{name}' could not be loaded ({first})") from None
     return model, tokenizer
@@ -216,8 +224,12 @@ def _py_reward(target: str) -> RewardFn:
     return fn
 
 
-def load_reward(name: str) -> RewardFn:
-    """A reward function by name (see the module docstring); unknown names raise listing the known ones."""
+def load_reward(name: str, *, allow_python: bool = True) -> RewardFn:
+    """A reward function by name (see the module docstring); unknown names raise listing the known ones.
+
+    ``allow_python=False`` refuses ``py:module:function`` (it imports and runs code named by the caller): a
+    server passes it, so a request can never name code to run.
+    """
     name = name.strip()
     builtin: dict[str, RewardFn] = {"hh": _hh, "harmless": _harmless, "sentiment": _sentiment}
     if name in builtin:
@@ -227,6 +239,8 @@ def load_reward(name: str) -> RewardFn:
     if name.startswith("hf:") and len(name) > 3:
         return _checked(_hf_reward(name[3:]), name)
     if name.startswith("py:"):
+        if not allow_python:
+            raise LMControlError(f"reward '{name}' is refused here: py:module:function rewards run local code")
         return _checked(_py_reward(name[3:]), name)
     raise LMControlError(f"unknown reward '{name}' (known: {', '.join(KNOWN_REWARDS)})")
 

@@ -33,6 +33,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from lmcontrol.artifacts import atomic_write_text
 from lmcontrol.settings import ARTIFACTS_DIR
 
 BATCH_SIZE = 16
@@ -312,7 +313,7 @@ def add_win_rates(out: Path) -> dict[str, Any]:
     for method, rate in win_rates(out).items():
         if method in results["methods"]:
             results["methods"][method]["win_rate"] = rate
-    (out / RESULTS).write_text(json.dumps(results, indent=2))
+    atomic_write_text(out / RESULTS, json.dumps(results, indent=2))
     write_report(results, out)
     return results
 
