@@ -12,16 +12,10 @@ import torch
 from lmcontrol import LMControlError
 from lmcontrol.generation import GenerationConfig, build_prefill, forward_hidden, generate, tokenize_prompts
 from lmcontrol.prefix.config import PrefixConfig
-from lmcontrol.prefix.library import PrefixLibrary
+from lmcontrol.prefix.control import PrefixLibrary
 from lmcontrol.prefix.model import Prefix, config_for, load_prefix
-from lmcontrol.prefix.train import (
-    PrefixRun,
-    collate,
-    encode_pairs,
-    prefix_soft_prompt,
-    target_loss,
-    train_prefix,
-)
+from lmcontrol.prefix.train import PrefixRun, encode_pairs, prefix_loss, train_prefix
+from lmcontrol.scoring import collate
 from lmcontrol.training import TrainConfig
 
 REPO = Path(__file__).resolve().parents[1]
@@ -97,11 +91,26 @@ def test_prefix_for_another_model_is_refused(tiny, tmp_path):
 def test_loss_gradient_reaches_prefix(tiny):
     p = _prefix(tiny, 3, 0)
     enc = encode_pairs(tiny, ["a b\n", "c\n"], ["hello world", "ok"], chat=False)
-    batch = collate(enc, int(tiny.tokenizer.pad_token_id))
-    assert (batch[2] != -100).sum() == sum(len(ids) - n for ids, n in enc)
-    loss = target_loss(tiny, batch, prefix_soft_prompt(p, 2))
+    assert all(t[-1] == tiny.tokenizer.eos_token_id for _, t in enc)  # the target ends with EOS
+    batch = collate([x for x, _ in enc], [t for _, t in enc], int(tiny.tokenizer.pad_token_id))
+    assert batch.num_tokens.tolist() == [len(t) for _, t in enc]
+    loss = prefix_loss(tiny, p, batch)
     loss.backward()
     assert p.embedding.grad is not None and p.embedding.grad.abs().sum() > 0
+
+
+def test_training_loss_is_the_score_behind_the_prefix(tiny):
+    """The trainer's loss is the mean NLL that ``scoring.score`` gives the same targets behind the prefix."""
+    from lmcontrol.scoring import score
+
+    p = _prefix(tiny, 3, 0).merge()
+    prompts, targets = ["a b\n", "c\n"], ["hello world", "ok"]
+    enc = encode_pairs(tiny, prompts, targets, chat=False)
+    batch = collate([x for x, _ in enc], [t for _, t in enc], int(tiny.tokenizer.pad_token_id))
+    lib = PrefixLibrary({"p": p}, default="p", per_row=False)
+    scored = score(tiny, prompts, targets, [lib], append_eos=True)
+    want = -float(torch.cat(scored.token_logprobs).mean())
+    assert float(prefix_loss(tiny, p, batch)) == pytest.approx(want, abs=1e-5)
 
 
 def _data(tmp_path: Path, rows: list[dict]) -> str:
@@ -183,7 +192,7 @@ def test_compress_on_tiny(tiny, tmp_path):
 
 @pytest.mark.slow
 def test_committed_artifacts(embedded):
-    from lmcontrol.prefix.library import single_prefix_control
+    from lmcontrol.prefix.control import single_prefix_control
 
     e2e = REPO / "artifacts" / "prefix-e2e"
     ctl = single_prefix_control(e2e, embedded)

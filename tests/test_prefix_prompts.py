@@ -7,7 +7,7 @@ import torch
 
 from lmcontrol.generation import GenerationConfig, generate
 from lmcontrol.prefix.compress import example_prompt
-from lmcontrol.prefix.library import PrefixLibrary
+from lmcontrol.prefix.control import PrefixLibrary
 from lmcontrol.prefix.model import Prefix, config_for
 
 EXAMPLES = ["sunny", "answer_format", "pirate"]

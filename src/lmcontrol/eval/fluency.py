@@ -8,8 +8,8 @@ embedded SmolLM2-135M-Instruct; any HF causal LM id or path works (``--judge``).
 Prompt and continuation are tokenised separately and concatenated, so the boundary is the same for every
 method. With ``chat=True`` the judge sees the prompt inside its chat template (the continuation is then the
 assistant reply), which is the right reading for continuations generated with the chat template. Rows are
-batched with left padding and explicit position ids (so padding never shifts positions); a context longer
-than the judge's window is cut from the left.
+scored by ``lmcontrol.scoring`` (left-padded contexts, explicit position ids, so padding never shifts
+positions); a context longer than the judge's window is cut from the left.
 """
 
 from __future__ import annotations
@@ -33,8 +33,8 @@ class FluencyConfig:
 
 def _row_ids(
     lm: LanguageModel, prompt: str, continuation: str, chat: bool, max_length: int
-) -> tuple[list[int], int]:
-    """Token ids of context + continuation, and how many of the trailing ids are the continuation."""
+) -> tuple[list[int], list[int]]:
+    """Token ids of the context and of the continuation, together at most ``max_length``."""
     tok = lm.tokenizer
     templated = chat and lm.has_chat_template
     context = lm.format_prompt(prompt, chat=True) if templated else prompt
@@ -43,7 +43,7 @@ def _row_ids(
     keep_ctx = max(1, max_length - len(cont_ids))
     if not ctx_ids:  # an empty prompt: condition on BOS/EOS so the first token is still scored
         ctx_ids = [tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id]
-    return ctx_ids[-keep_ctx:] + cont_ids, len(cont_ids)
+    return ctx_ids[-keep_ctx:], cont_ids
 
 
 def continuation_nll(
@@ -59,7 +59,7 @@ def continuation_nll(
     """Per row, (summed negative log-likelihood in nats, number of continuation tokens) under ``lm``."""
     import torch
 
-    from lmcontrol.generation import positions_from_mask
+    from lmcontrol.scoring import collate, target_token_logprobs
 
     if len(prompts) != len(continuations):
         raise ValueError(f"{len(prompts)} prompts but {len(continuations)} continuations")
@@ -73,25 +73,11 @@ def continuation_nll(
                 prompts[start : start + batch_size], continuations[start : start + batch_size], strict=True
             )
         ]
-        width = max(len(ids) for ids, _ in rows)
-        input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)  # (B, T) left padded
-        mask = torch.zeros(len(rows), width, dtype=torch.long)
-        labels = torch.full((len(rows), width), -100, dtype=torch.long)
-        for i, (ids, n_cont) in enumerate(rows):
-            input_ids[i, width - len(ids) :] = torch.tensor(ids)
-            mask[i, width - len(ids) :] = 1
-            if n_cont:
-                labels[i, width - n_cont :] = input_ids[i, width - n_cont :]
+        batch = collate([ctx for ctx, _ in rows], [cont for _, cont in rows], pad_id)
         with torch.no_grad():
-            logits = lm.model(
-                input_ids=input_ids, attention_mask=mask, position_ids=positions_from_mask(mask)
-            ).logits.float()  # (B, T, V)
-        # position t predicts token t+1
-        nll = torch.nn.functional.cross_entropy(
-            logits[:, :-1].transpose(1, 2), labels[:, 1:], ignore_index=-100, reduction="none"
-        )  # (B, T-1)
-        counts = (labels[:, 1:] != -100).sum(1)
-        out += [(float(s), int(k)) for s, k in zip(nll.sum(1).tolist(), counts.tolist(), strict=True)]
+            logp = target_token_logprobs(lm, batch).cpu()  # (N,) row-major
+        counts = batch.num_tokens.tolist()
+        out += [(-float(lp.sum()), k) for lp, k in zip(logp.split(counts), counts, strict=True)]
         if progress is not None:
             progress(len(rows))
     return out

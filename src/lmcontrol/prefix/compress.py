@@ -26,10 +26,10 @@ import torch
 
 from lmcontrol import LMControlError
 from lmcontrol.controls import SoftPrompt
-from lmcontrol.generation import GenerationConfig, build_prefill, forward_hidden, generate, lm_logits
+from lmcontrol.generation import GenerationConfig, generate
 from lmcontrol.prefix.config import CompressConfig
 from lmcontrol.prefix.model import CompressedPrompt, config_for, words_kv
-from lmcontrol.prefix.train import collate
+from lmcontrol.scoring import collate, encode, target_logits
 from lmcontrol.training import TrainConfig, step_generator, train_loop
 
 if TYPE_CHECKING:
@@ -38,6 +38,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 PROMPTS_DIR = Path(__file__).resolve().parents[1] / "assets" / "prompts"
+TEACHER_BATCH = 10  # responses per teacher forward
 
 
 @dataclasses.dataclass
@@ -97,8 +98,8 @@ def teacher_examples(
 ) -> tuple[list[dict[str, Any]], list[str]]:
     """Teacher responses to every training input, and the teacher's top-k log-probs along each response.
 
-    Returns per example: ``ids`` (student prompt + response), ``n_prompt``, ``topk_idx`` / ``topk_logp``
-    (R, K) for the R response tokens; and the greedy teacher texts (the full prompt's own outputs).
+    Returns per example: ``prompt_ids`` (the student's prompt, without P), ``target_ids`` (the response),
+    ``topk_idx`` / ``topk_logp`` (R, K) for its R tokens; and the greedy teacher texts (the full prompt's outputs).
     """
     tok, eos = lm.tokenizer, int(lm.tokenizer.eos_token_id)
     special = not (cfg.chat and lm.has_chat_template)
@@ -117,31 +118,30 @@ def teacher_examples(
             greedy += out.texts if s == 0 else []
             for x, ids in zip(out.prompts, out.token_ids, strict=True):
                 responses.append((x, ids + ([eos] if len(ids) < cfg.max_new_tokens else [])))
+    responses = [(x, y) for x, y in responses if y]
     examples = []
-    for x, y in responses:
-        if not y:
-            continue
-        t_ids = tok(lm.format_prompt(x, chat=cfg.chat, system=spec.text), add_special_tokens=special)["input_ids"]
-        ids = torch.tensor([t_ids + y])  # (1, T_P + R)
-        h = forward_hidden(lm, build_prefill(lm, ids, torch.ones_like(ids)))  # (1, T, d)
-        logp = lm_logits(lm, h[0, len(t_ids) - 1 : -1]).float().log_softmax(-1)  # (R, V)
+    for i in range(0, len(responses), TEACHER_BATCH):
+        xs, ys = zip(*responses[i : i + TEACHER_BATCH], strict=True)
+        batch = encode(lm, xs, ys, chat=cfg.chat, system=spec.text)  # the teacher: P as the system message
+        logp = target_logits(lm, batch).log_softmax(-1)  # (N, V), row-major over the responses
         top = logp.topk(cfg.top_k, dim=-1)
-        s_ids = tok(lm.format_prompt(x, chat=cfg.chat), add_special_tokens=special)["input_ids"]
-        examples.append({"ids": s_ids + y, "n_prompt": len(s_ids), "topk_idx": top.indices, "topk_logp": top.values})
+        for x, y, idx, val in zip(xs, ys, top.indices.split(batch.num_tokens.tolist()),
+                                  top.values.split(batch.num_tokens.tolist()), strict=True):
+            s_ids = tok(lm.format_prompt(x, chat=cfg.chat), add_special_tokens=special)["input_ids"]
+            examples.append({"prompt_ids": s_ids, "target_ids": y, "topk_idx": idx, "topk_logp": val})
     return examples, greedy
 
 
 def distill_loss(lm: LanguageModel, prompt: CompressedPrompt, examples: list[dict[str, Any]]) -> torch.Tensor:
     """Mean over response tokens of the cross-entropy from the teacher's top-k distribution to the student."""
-    input_ids, mask, labels = collate([(e["ids"], e["n_prompt"]) for e in examples], int(lm.tokenizer.pad_token_id))
-    batch = input_ids.shape[0]
-    kv = SoftPrompt(mask=torch.ones(batch, prompt.config.length, dtype=torch.bool), kv=prompt.past_key_values(batch))
-    h = forward_hidden(lm, build_prefill(lm, input_ids, mask, None, kv))  # (B, T, d)
-    sel = labels[:, 1:] != -100  # (B, T-1): positions that predict a response token
-    logp_s = lm_logits(lm, h[:, :-1][sel]).float().log_softmax(-1)  # (N, V), rows in example order
+    batch = collate(
+        [e["prompt_ids"] for e in examples], [e["target_ids"] for e in examples], int(lm.tokenizer.pad_token_id)
+    )
+    soft = SoftPrompt.from_kv(prompt.kv_tensor(), batch=len(examples))
+    logp_s = target_logits(lm, batch, [soft]).log_softmax(-1)  # (N, V), rows in example order
     idx = torch.cat([e["topk_idx"] for e in examples])  # (N, K)
     p_t = torch.cat([e["topk_logp"] for e in examples]).softmax(-1)  # (N, K) renormalised top-k
-    return -(p_t * logp_s.gather(1, idx)).sum(-1).mean()
+    return -(p_t * logp_s.gather(1, idx.to(logp_s.device))).sum(-1).mean()
 
 
 def compress_prompt(
@@ -218,7 +218,7 @@ def evaluate_compression(
 ) -> dict[str, Any]:
     """Held-out fidelity of the k soft tokens against the full prompt, no prompt and P cut to k tokens."""
     from lmcontrol.eval.text_metrics import rouge_l
-    from lmcontrol.prefix.library import PrefixLibrary
+    from lmcontrol.prefix.control import PrefixLibrary
 
     control = PrefixLibrary({spec.name: prompt}, default=spec.name, per_row=False)
     k = prompt.config.length

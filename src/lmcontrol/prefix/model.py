@@ -30,8 +30,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-KV = tuple[torch.Tensor, torch.Tensor]
-
 
 def config_for(lm: LanguageModel, **overrides: object) -> PrefixConfig:
     """A ``PrefixConfig`` with the geometry of ``lm`` (and any overrides)."""
@@ -111,13 +109,6 @@ class Prefix(PretrainedMixin, nn.Module):
         out = self.mlp(self.embedding)  # (m, L * 2 * H_kv * hd)
         out = out.view(c.length, c.num_layers, 2, c.num_kv_heads, c.head_dim)  # (m, L, 2, H_kv, hd)
         return self.kv_0 + out.permute(1, 2, 3, 0, 4)  # (L, 2, H_kv, m, hd)
-
-    def past_key_values(self, batch: int, dtype: torch.dtype | None = None) -> list[KV]:
-        """Per layer (key, value), each (B, H_kv, m, hd), the same prefix for every row."""
-        kv = self.kv_tensor()
-        if dtype is not None:
-            kv = kv.to(dtype)
-        return [(kv[i, 0].expand(batch, -1, -1, -1), kv[i, 1].expand(batch, -1, -1, -1)) for i in range(len(kv))]
 
     @torch.no_grad()
     def merge(self) -> Prefix:

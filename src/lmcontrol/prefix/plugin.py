@@ -21,7 +21,7 @@ def _lazy(module: str, attr: str) -> Any:
 
 def _prefix_control(spec: Any, lm: Any) -> Any:
     from lmcontrol import LMControlError
-    from lmcontrol.prefix.library import PrefixLibrary, single_prefix_control
+    from lmcontrol.prefix.control import PrefixLibrary, single_prefix_control
 
     spec.check_keys(())
     if len(spec.args) != 1:
@@ -148,7 +148,7 @@ def prefix_demo(lm: Any, console: Any, max_new_tokens: int) -> None:
 
     from lmcontrol.generation import GenerationConfig, generate
     from lmcontrol.prefix.compress import load_prompt_spec
-    from lmcontrol.prefix.library import single_prefix_control
+    from lmcontrol.prefix.control import single_prefix_control
 
     e2e = ARTIFACTS / "prefix-e2e"
     if (e2e / "config.json").is_file():
@@ -218,7 +218,7 @@ def _suite() -> Any:
     The full comparison (LoRA, full fine-tuning, throughput, compression) is ``benchmarks/prefix.py``."""
     from lmcontrol.bench.suite import BenchMethod, BenchSuite
     from lmcontrol.generation import GenerationConfig
-    from lmcontrol.prefix.library import single_prefix_control
+    from lmcontrol.prefix.control import single_prefix_control
 
     return BenchSuite(
         name="prefix",

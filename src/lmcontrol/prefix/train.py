@@ -6,7 +6,7 @@ An example becomes ``template(input) + target + EOS``; the loss covers the targe
 default feeds the PrefixTuning table string (``name : The Vaults | Type : pub | ...``) followed by a newline,
 with the chat template off (the prefix, not an instruction, carries the task; it also keeps examples short).
 Such a prefix sets ``chat=False`` on its control, so generation turns the template off by itself. Training
-runs through ``generation.build_prefill`` / ``forward_hidden``, the same layout as decoding, so a trained prefix
+runs through ``scoring.target_loss`` (the decoding loop's ``build_prefill`` layout), so a trained prefix
 sees at test time exactly what it saw in training.
 """
 
@@ -21,22 +21,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
-import torch.nn.functional as F
 
 from lmcontrol import LMControlError
 from lmcontrol.controls import Control, SoftPrompt
-from lmcontrol.generation import build_prefill, forward_hidden, lm_logits
 from lmcontrol.prefix.config import PrefixConfig
 from lmcontrol.prefix.model import Prefix, config_for
+from lmcontrol.scoring import TargetBatch, collate, target_loss, target_token_ids
 from lmcontrol.training import TrainConfig, step_generator, train_loop
 
 if TYPE_CHECKING:
     from lmcontrol.models import LanguageModel
 
 log = logging.getLogger(__name__)
-
-Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # input_ids, attention_mask, labels — each (B, T)
-
 
 # ---------------------------------------------------------------------------------------------------------
 # data
@@ -66,70 +62,39 @@ def prompt_text(lm: LanguageModel, template: str, chat: bool, x: str) -> str:
 
 def encode_pairs(
     lm: LanguageModel, prompts: Sequence[str], targets: Sequence[str], chat: bool, max_length: int = 128
-) -> list[tuple[list[int], int]]:
-    """(token ids of prompt + target + EOS, number of prompt tokens) per example, cut to ``max_length``."""
+) -> list[tuple[list[int], list[int]]]:
+    """(prompt ids, target ids + EOS) per example, prompt + target cut to ``max_length`` tokens."""
     tok = lm.tokenizer
     special = not (chat and lm.has_chat_template)  # as generation.tokenize_prompts does
-    eos = int(tok.eos_token_id)
     out = []
     for p, t in zip(prompts, targets, strict=True):
         p_ids = tok(p, add_special_tokens=special)["input_ids"]
-        t_ids = tok(t, add_special_tokens=False)["input_ids"] + [eos]
-        ids = (p_ids + t_ids)[:max_length]
-        if len(ids) > len(p_ids):
-            out.append((ids, len(p_ids)))
+        t_ids = target_token_ids(lm, t, append_eos=True)[: max(0, max_length - len(p_ids))]
+        if t_ids:
+            out.append((p_ids, t_ids))
     if not out:
         raise LMControlError(f"every example's prompt is longer than max_length={max_length}")
     return out
 
 
-def collate(encoded: Sequence[tuple[list[int], int]], pad_id: int) -> Batch:
-    """Left-padded (input_ids, attention_mask, labels); labels are -100 except on target tokens."""
-    width = max(len(ids) for ids, _ in encoded)
-    input_ids = torch.full((len(encoded), width), pad_id, dtype=torch.long)  # (B, T)
-    mask = torch.zeros(len(encoded), width, dtype=torch.long)
-    labels = torch.full((len(encoded), width), -100, dtype=torch.long)
-    for i, (ids, n_prompt) in enumerate(encoded):
-        off = width - len(ids)
-        input_ids[i, off:] = torch.tensor(ids)
-        mask[i, off:] = 1
-        labels[i, off + n_prompt :] = torch.tensor(ids[n_prompt:])
-    return input_ids, mask, labels
-
-
-def epoch_batch_fn(encoded: Sequence[tuple[list[int], int]], batch_size: int, seed: int, pad_id: int):
+def epoch_batch_fn(encoded: Sequence[tuple[list[int], list[int]]], batch_size: int, seed: int, pad_id: int):
     """``batch_fn(step, rank, world)`` walking seeded per-epoch permutations (pure in step -> exact resume)."""
     n = len(encoded)
 
-    def batch_fn(step: int, rank: int, world: int) -> Batch:
+    def batch_fn(step: int, rank: int, world: int) -> TargetBatch:
         idx = []
         for j in range(batch_size):
             pos = (step * world + rank) * batch_size + j
             perm = torch.randperm(n, generator=step_generator(seed, pos // n, 0))
             idx.append(int(perm[pos % n]))
-        return collate([encoded[i] for i in idx], pad_id)
+        return collate([encoded[i][0] for i in idx], [encoded[i][1] for i in idx], pad_id)
 
     return batch_fn
 
 
-# ---------------------------------------------------------------------------------------------------------
-# the loss (shared with the LoRA / full fine-tuning baselines of benchmarks/prefix.py)
-
-
-def target_loss(lm: LanguageModel, batch: Batch, kv_prompt: SoftPrompt | None = None) -> torch.Tensor:
-    """Mean next-token cross-entropy over the target tokens, optionally behind a KV prefix."""
-    input_ids, mask, labels = batch
-    prefill = build_prefill(lm, input_ids, mask, None, kv_prompt)
-    h = forward_hidden(lm, prefill)  # (B, T, d)
-    target = labels[:, 1:]  # token t+1 is predicted at position t
-    sel = target != -100  # (B, T-1)
-    logits = lm_logits(lm, h[:, :-1][sel])  # (N, V): the head only where there is a target
-    return F.cross_entropy(logits.float(), target[sel])
-
-
-def prefix_soft_prompt(prefix: Prefix, batch: int) -> SoftPrompt:
-    kv = prefix.past_key_values(batch)
-    return SoftPrompt(mask=torch.ones(batch, prefix.config.length, dtype=torch.bool), kv=kv)
+def prefix_loss(lm: LanguageModel, prefix: Prefix, batch: TargetBatch) -> torch.Tensor:
+    """Mean next-token cross-entropy of the targets behind the prefix (Li & Liang 2021, eq. 2)."""
+    return target_loss(lm, batch, [SoftPrompt.from_kv(prefix.kv_tensor(), batch=batch.input_ids.shape[0])])
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -174,8 +139,8 @@ def train_prefix(
         counts["trainable_share_percent"],
     )
 
-    def loss_fn(module: Prefix, batch: Batch) -> torch.Tensor:
-        return target_loss(lm, batch, prefix_soft_prompt(module, batch[0].shape[0]))
+    def loss_fn(module: Prefix, batch: TargetBatch) -> torch.Tensor:
+        return prefix_loss(lm, module, batch)
 
     batch_fn = epoch_batch_fn(encoded, run.batch_size, train_config.seed, int(lm.tokenizer.pad_token_id))
     cpu0 = time.process_time()
@@ -204,7 +169,7 @@ def train_prefix(
 
 
 def merged_control(prefix: Prefix) -> Control:
-    from lmcontrol.prefix.library import PrefixLibrary
+    from lmcontrol.prefix.control import PrefixLibrary
 
     return PrefixLibrary({"prefix": prefix}, default="prefix", per_row=False)
 
