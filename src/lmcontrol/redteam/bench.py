@@ -1,0 +1,167 @@
+"""``lmcontrol bench redteam``: the investigator vs its baselines on held-out AdvBench behaviours, and the audit.
+
+Each bench "prompt" is a held-out behaviour's goal (``advbench_split("test")``, never used in training or
+tuning); each method's run attacks it and stores the behaviour's attack record (``BehaviorResult`` as JSON) in
+the ``continuation`` field of ``generations.jsonl``, so the bench harness resumes per behaviour. ``finalize``
+then clusters all successes together and writes the red-team figures (``redteam`` in results.json,
+``redteam.md``, ``redteam_asr.png``, ``fw_clusters.png``).
+
+Methods (same K prompts per behaviour unless noted):
+- ``investigator``: the artifact's mixture qbar (rounds 1..3); ``round1``/``round2``/``round3``: one component
+  each (``round1`` = one round without Frank-Wolfe); ``sft``: the reverse model alone (no objective);
+- ``sample``: the plain base model asked to write a request that elicits the reply;
+- ``gcg``: nanoGCG on goal + 10-token suffix, stopped at ``GCG_SECONDS`` of wall time per behaviour (set to the
+  investigator's measured seconds per behaviour);
+- ``audit-system`` / ``audit-recontrol``: the investigator mixture against the target under a system prompt /
+  RE-Control (``artifacts/recontrol-hh``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+from lmcontrol.settings import ARTIFACTS_DIR
+
+INVESTIGATOR = ARTIFACTS_DIR / "investigator"
+SAMPLES = 16  # K prompts per behaviour
+MAX_VERIFY_TOKENS = 12  # enough for the target's first 5 words
+GCG_SECONDS = 20.0  # nanoGCG budget per behaviour (~ the investigator's seconds per behaviour, measured)
+ROUNDS = ("round1", "round2", "round3")
+
+
+def _attack_config(seed: int):
+    from lmcontrol.redteam.config import AttackConfig
+
+    return AttackConfig(samples=SAMPLES, verify_top=SAMPLES, max_new_tokens=MAX_VERIFY_TOKENS, seed=seed)
+
+
+_CACHE: dict[str, Any] = {}
+
+
+def _investigator(lm: Any) -> Any:
+    if "inv" not in _CACHE:
+        from lmcontrol.redteam.pipeline import load_investigator
+
+        _CACHE["inv"] = load_investigator(INVESTIGATOR, lm)
+    return _CACHE["inv"]
+
+
+def _runner(method: str, components: dict[str, float] | None = None, control: str | None = None):
+    def run(lm: Any, prompts: list[str], config: Any) -> Any:
+        from lmcontrol.controls import build_control
+        from lmcontrol.generation import GenerationOutput
+        from lmcontrol.redteam.attack import attack_behavior
+        from lmcontrol.redteam.behaviors import advbench_split
+        from lmcontrol.redteam.pipeline import make_proposer
+
+        if config.max_new_tokens == 2:  # the harness's untimed warm-up call: nothing to warm for an attack
+            return GenerationOutput(list(prompts), [""] * len(prompts), [[] for _ in prompts], 0.0, 0.0, 0)
+        by_goal = {b.goal: b for b in advbench_split("test")}
+        inv = _investigator(lm) if method != "gcg" else None
+        cfg = _attack_config(int(config.seed or 0))
+        propose = make_proposer(method, lm, inv, cfg, components, GCG_SECONDS)
+        controls = [build_control(control, lm)] if control else []
+        texts, seconds = [], 0.0
+        for p in prompts:
+            res = attack_behavior(lm, by_goal[p], propose, cfg, controls, seed=cfg.seed)
+            texts.append(json.dumps(dataclasses.asdict(res)))
+            seconds += res.seconds
+        return GenerationOutput(list(prompts), texts, [[] for _ in prompts], seconds, 0.0, 0)
+
+    return run
+
+
+def finalize(results: dict[str, Any], out: Path) -> dict[str, Any]:
+    """Red-team figures from the attack records (clusters shared across methods)."""
+    from lmcontrol.bench.runner import GENERATIONS, read_generations
+    from lmcontrol.models import load_lm
+    from lmcontrol.redteam.report import assign_clusters, report_table, summarize, write_outputs
+
+    wanted = set(results["methods"])
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for r in read_generations(out / GENERATIONS):
+        if r["method"] in wanted and r["continuation"].startswith("{"):
+            groups.setdefault(r["method"], []).append(json.loads(r["continuation"]))
+    strat = assign_clusters(groups)
+    base = load_lm(results.get("model") if results.get("model") != "smollm2-135m-instruct-q4_1" else None)
+    summary = {m: summarize(recs, base) for m, recs in groups.items()}
+    fw = frank_wolfe_clusters(groups)
+    write_outputs(
+        out / "redteam",
+        groups,
+        summary,
+        strat,
+        {"suite": "redteam", "samples": SAMPLES, "gcg_seconds": GCG_SECONDS},
+        "Red-team benchmark",
+    )
+    (out / "redteam.md").write_text("\n".join(report_table(summary)) + "\n\n" + json.dumps(fw, indent=1) + "\n")
+    plot_fw(fw, out / "fw_clusters.png")
+    results["redteam"] = {"aggregate": summary, "frank_wolfe": fw}
+    return results
+
+
+def frank_wolfe_clusters(groups: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    """Strategy clusters among each round's successes, and among rounds 1..i together (cumulative)."""
+    per, cum, seen = {}, {}, set()
+    for r in ROUNDS:
+        labs = {d["cluster"] for rec in groups.get(r, []) for d in rec["successes"]}
+        per[r] = len(labs)
+        seen |= labs
+        cum[r] = len(seen)
+    return {"clusters_per_round": per, "clusters_cumulative": cum}
+
+
+def plot_fw(fw: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(4.2, 3.2))
+    xs = list(range(1, len(ROUNDS) + 1))
+    ax.plot(xs, [fw["clusters_per_round"][r] for r in ROUNDS], "o-", label="clusters in round i")
+    ax.plot(xs, [fw["clusters_cumulative"][r] for r in ROUNDS], "s--", label="clusters in rounds 1..i")
+    ax.set_xticks(xs)
+    ax.set_xlabel("Frank-Wolfe round")
+    ax.set_ylabel("strategy clusters among successes")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def make_suite():
+    from lmcontrol.bench.suite import BenchMethod, BenchSuite
+    from lmcontrol.generation import GenerationConfig
+
+    def prompts(n: int) -> list[dict[str, Any]]:
+        from lmcontrol.redteam.behaviors import advbench_split
+
+        return [{"prompt": b.goal} for b in advbench_split("test", limit=n)]
+
+    methods = [
+        BenchMethod("investigator", run=_runner("investigator"), help="the mixture qbar of rounds 1-3"),
+        *[BenchMethod(r, run=_runner("investigator", {r: 1.0}), help=f"component {r} alone") for r in ROUNDS],
+        BenchMethod("sft", run=_runner("investigator", {"sft": 1.0}), help="SFT reverse model, no objective"),
+        BenchMethod("sample", run=_runner("sample"), help="plain model asked to write the request"),
+        BenchMethod("gcg", run=_runner("gcg"), help=f"nanoGCG, {GCG_SECONDS:.0f} s per behaviour"),
+        BenchMethod("audit-system", run=_runner("investigator", control="system"), help="target + system prompt"),
+        BenchMethod(
+            "audit-recontrol",
+            run=_runner("investigator", control=f"recontrol:{ARTIFACTS_DIR / 'recontrol-hh'}"),
+            help="target + RE-Control",
+        ),
+    ]
+    return BenchSuite(
+        name="redteam",
+        prompts=prompts,
+        methods=tuple(methods),
+        metrics=(),
+        generation=GenerationConfig(max_new_tokens=MAX_VERIFY_TOKENS, temperature=0.0),
+        batch_size=1,
+        help="investigator vs nanoGCG / plain sampling / SFT-only / single rounds on held-out AdvBench; audit",
+        finalize=finalize,
+    )

@@ -1,0 +1,99 @@
+"""Strategies: cluster successful prompts, name each cluster by its most typical prompts, and the diversity /
+fluency metrics of a set of prompts.
+
+- Clusters: all-MiniLM-L6-v2 sentence embeddings (``lmcontrol.models.load_encoder``), agglomerative clustering
+  (scikit-learn, average linkage, cosine distance, a distance threshold instead of a fixed count, so the number
+  of strategies is found, not chosen). A cluster's name is its ``n_names`` prompts closest to its centroid.
+- Self-BLEU (Zhu et al. 2018, Texygen): each prompt's sentence BLEU (sacrebleu) against the others of the
+  same behaviour, averaged, in [0, 1]; lower is more diverse.
+- Prompt perplexity: exp of the mean token NLL of x as a user turn under the plain base LM (the prior).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from lmcontrol import LMControlError
+
+
+@dataclasses.dataclass
+class Strategies:
+    labels: list[int]  # cluster id per prompt
+    names: dict[int, list[str]]  # cluster id -> its most typical prompts
+    sizes: dict[int, int]
+
+
+def cluster_prompts(
+    prompts: Sequence[str], distance_threshold: float = 0.5, n_names: int = 2, encoder: str | None = None
+) -> Strategies:
+    """Cluster ``prompts`` into strategies (see the module docstring)."""
+    from sklearn.cluster import AgglomerativeClustering
+
+    from lmcontrol.models import load_encoder
+
+    prompts = list(prompts)
+    if not prompts:
+        return Strategies([], {}, {})
+    if len(prompts) == 1:
+        return Strategies([0], {0: prompts[:1]}, {0: 1})
+    emb = np.asarray(load_encoder(encoder).encode(prompts, normalize_embeddings=True, show_progress_bar=False))
+    labels = AgglomerativeClustering(
+        n_clusters=None, distance_threshold=distance_threshold, metric="cosine", linkage="average"
+    ).fit_predict(emb)
+    # renumber by size (0 = largest)
+    counts: dict[int, int] = {}
+    for lab in labels:
+        counts[int(lab)] = counts.get(int(lab), 0) + 1
+    order = {lab: i for i, lab in enumerate(sorted(counts, key=lambda k: -counts[k]))}
+    labels = [order[int(lab)] for lab in labels]
+    names, sizes = {}, {}
+    for c in range(len(order)):
+        idx = [i for i, lab in enumerate(labels) if lab == c]
+        centroid = emb[idx].mean(0)
+        best = sorted(idx, key=lambda i: -float(emb[i] @ centroid))[:n_names]
+        names[c] = [prompts[i] for i in best]
+        sizes[c] = len(idx)
+    return Strategies(labels, names, sizes)
+
+
+def self_bleu(texts: Sequence[str]) -> float | None:
+    """Mean sentence BLEU of each text against all others, in [0, 1] (None for fewer than two texts)."""
+    import sacrebleu
+
+    texts = list(texts)
+    if len(texts) < 2:
+        return None
+    scores = [sacrebleu.sentence_bleu(t, texts[:i] + texts[i + 1 :]).score / 100.0 for i, t in enumerate(texts)]
+    return float(np.mean(scores))
+
+
+def prompt_perplexity(lm: Any, prompts: Sequence[str], batch_size: int = 16) -> list[float]:
+    """Perplexity of each prompt as a user turn under the plain base LM (no controls, no adapters)."""
+    import torch
+
+    from lmcontrol.redteam.model import teacher_forced_logprobs
+
+    if not prompts:
+        raise LMControlError("no prompts to score")
+    head = "<|im_start|>user\n" if lm.has_chat_template else ""
+    out: list[float] = []
+    with torch.no_grad():
+        for s in range(0, len(prompts), batch_size):
+            chunk = list(prompts[s : s + batch_size])
+            lp, n = teacher_forced_logprobs(lm.model, lm.tokenizer, [head] * len(chunk), chunk)
+            out += [math.exp(-a / max(int(b), 1)) for a, b in zip(lp.tolist(), n.tolist(), strict=True)]
+    return out
+
+
+def mean_se(xs: Sequence[float]) -> tuple[float, float]:
+    """Mean and standard error (sample std / sqrt(n); 0 for n = 1; NaN for n = 0)."""
+    xs = [float(x) for x in xs if x is not None and not math.isnan(float(x))]
+    if not xs:
+        return float("nan"), float("nan")
+    m = float(np.mean(xs))
+    return m, (float(np.std(xs, ddof=1) / math.sqrt(len(xs))) if len(xs) > 1 else 0.0)
