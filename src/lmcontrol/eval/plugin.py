@@ -116,5 +116,11 @@ def _asdict(cfg: object) -> dict:
     return dataclasses.asdict(cfg)  # type: ignore[call-overload]
 
 
+import lmcontrol.eval.suite  # noqa: E402,F401 - registers the built-in metrics (pure Python, light)
+
+_R = "lmcontrol.eval.reward"
+registry.register_reward("hh", registry.lazy(_R, "hh_reward"), "Bradley-Terry HH-RLHF reward (artifacts/hh-reward)")
+registry.register_reward("harmless", registry.lazy(_R, "harmless_reward"), "1 - toxicity of the response (Jigsaw)")
+registry.register_reward("sentiment", registry.lazy(_R, "sentiment_reward"), "P(positive) under the SST-2 probe")
 registry.register_trainer("reward", _reward_command, "Bradley-Terry reward model on HH-RLHF pairs.")
 registry.register_trainer("probe", _probe_command, "Logistic-regression probe on sentence embeddings.")

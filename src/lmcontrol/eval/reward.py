@@ -12,6 +12,9 @@ returns one score per pair, higher = better. Names:
 ``py:module:func``   any importable callable with the ``RewardFn`` signature
 ==================== ==================================================================================
 
+Named rewards live in ``lmcontrol.registry.REWARDS`` (``register_reward(name, factory)``, where ``factory()``
+returns the ``RewardFn``), so a plugin or an installed package can add one.
+
 The **Bradley-Terry reward model** (Bradley & Terry 1952; as in Ouyang et al. 2022 but tiny): a frozen
 all-MiniLM-L6-v2 embeds the last human turn ``p`` and the response ``r`` separately; a small ensemble of MLP
 heads scores ``[e_p, e_r, e_p ⊙ e_r, ℓ, ℓ e_p]`` (ℓ = log response length; 1537-d). Trained on HH-RLHF
@@ -42,7 +45,7 @@ from lmcontrol.settings import ARTIFACTS_DIR
 RewardFn = Callable[[list[str], list[str]], list[float]]
 
 HH_REWARD_DIR = ARTIFACTS_DIR / "hh-reward"
-KNOWN_REWARDS = ("hh", "harmless", "sentiment", "hf:<model id or path>", "py:module:function")
+SPEC_REWARDS = ("hf:<model id or path>", "py:module:function")  # reward specs besides the registered names
 _TURN_RE = re.compile(r"(?:^|\n)\s*(Human|Assistant):", re.IGNORECASE)
 
 
@@ -158,6 +161,20 @@ def _hh(prompts: list[str], responses: list[str]) -> list[float]:
     return load_bt_reward().score(prompts, responses)
 
 
+def hh_reward() -> RewardFn:
+    """The ``hh`` reward; fails now, not at the first call, if the artifact is missing."""
+    load_bt_reward()
+    return _hh
+
+
+def harmless_reward() -> RewardFn:
+    return _harmless
+
+
+def sentiment_reward() -> RewardFn:
+    return _sentiment
+
+
 def _harmless(prompts: list[str], responses: list[str]) -> list[float]:
     from lmcontrol.eval.toxicity import get_toxicity_scorer
 
@@ -230,19 +247,19 @@ def load_reward(name: str, *, allow_python: bool = True) -> RewardFn:
     ``allow_python=False`` refuses ``py:module:function`` (it imports and runs code named by the caller): a
     server passes it, so a request can never name code to run.
     """
+    from lmcontrol.registry import REWARDS
+
     name = name.strip()
-    builtin: dict[str, RewardFn] = {"hh": _hh, "harmless": _harmless, "sentiment": _sentiment}
-    if name in builtin:
-        if name == "hh":
-            load_bt_reward()  # fail now, not at the first call, if the artifact is missing
-        return _checked(builtin[name], name)
+    if name in REWARDS:
+        return _checked(REWARDS.get(name).factory(), name)
     if name.startswith("hf:") and len(name) > 3:
         return _checked(_hf_reward(name[3:]), name)
     if name.startswith("py:"):
         if not allow_python:
             raise LMControlError(f"reward '{name}' is refused here: py:module:function rewards run local code")
         return _checked(_py_reward(name[3:]), name)
-    raise LMControlError(f"unknown reward '{name}' (known: {', '.join(KNOWN_REWARDS)})")
+    known = [*sorted(REWARDS.entries()), *SPEC_REWARDS]
+    raise LMControlError(f"unknown reward '{name}' (known: {', '.join(known)})")
 
 
 def pairwise_accuracy(chosen: np.ndarray, rejected: np.ndarray) -> float:

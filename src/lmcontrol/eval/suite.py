@@ -4,7 +4,8 @@ A row is a dict with ``prompt`` and ``continuation`` (plus optional ``method``, 
 ``tokens``, ``topic``, ``sample``). ``evaluate(groups, ["ppl", "dist"])`` scores each group and returns
 ``{group: {column: value}}``; one metric may fill several columns (``dist`` -> dist-1, dist-2, dist-3).
 A metric may take one argument after a colon: ``reward:harmless`` (which reward), ``mauve:lm`` (which
-features). Unknown names raise an ``LMControlError`` listing the known ones, before any model is loaded.
+features). Unknown names raise an ``LMControlError`` listing the known ones, before any model is loaded. The table is
+``lmcontrol.registry.METRICS`` (a plugin or an installed package may add metrics).
 
 Adding a metric::
 
@@ -21,6 +22,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from lmcontrol import LMControlError
+from lmcontrol.registry import METRICS
 
 Row = dict[str, Any]
 
@@ -36,18 +38,6 @@ class EvalContext:
     arg: str | None = None  # the metric's argument: "reward:harmless" -> "harmless"
 
 
-@dataclasses.dataclass(frozen=True)
-class Metric:
-    name: str
-    fn: Callable[[list[Row], EvalContext], dict[str, float]]
-    help: str = ""
-    needs: tuple[str, ...] = ()  # row fields every row must have
-    default_arg: str | None = None
-
-
-METRICS: dict[str, Metric] = {}
-
-
 def register_metric(
     name: str,
     fn: Callable[[list[Row], EvalContext], dict[str, float]],
@@ -55,8 +45,12 @@ def register_metric(
     needs: Sequence[str] = (),
     default_arg: str | None = None,
 ) -> None:
-    """Add (or replace) a metric: ``fn(rows_of_one_group, ctx) -> {column: value}``."""
-    METRICS[name] = Metric(name, fn, help, tuple(needs), default_arg)
+    """Add a metric ``fn(rows_of_one_group, ctx) -> {column: value}`` to ``lmcontrol.registry.METRICS``.
+
+    ``needs``: row fields every row must have; ``default_arg``: the argument when none is given. A name taken by
+    another function raises ``LMControlError``.
+    """
+    METRICS.register(name, fn, help, needs=tuple(needs), default_arg=default_arg)
 
 
 def _mean(xs: Sequence[float]) -> float:
@@ -216,12 +210,11 @@ def parse_metrics(spec: str | Sequence[str]) -> list[tuple[str, str | None]]:
     """``"ppl,reward:harmless"`` -> ``[("ppl", None), ("reward", "harmless")]``; unknown names raise."""
     items = [s.strip() for s in (spec.split(",") if isinstance(spec, str) else spec) if s.strip()]
     if not items:
-        raise LMControlError(f"no metrics given (known: {', '.join(METRICS)})")
+        raise LMControlError(f"no metrics given (known: {', '.join(METRICS.entries())})")
     out = []
     for item in items:
         name, _, arg = item.partition(":")
-        if name not in METRICS:
-            raise LMControlError(f"unknown metric '{name}' (known: {', '.join(METRICS)})")
+        METRICS.get(name)  # an unknown name raises, listing the known ones
         out.append((name, arg or None))
     return out
 
@@ -236,7 +229,7 @@ def check_rows(rows: Sequence[Row], metrics: Sequence[tuple[str, str | None]], w
         if not isinstance(r.get("continuation"), str):
             raise LMControlError(f"{where} row {i + 1} has no 'continuation' (a string)")
         for name, _ in metrics:
-            for field in METRICS[name].needs:
+            for field in METRICS.get(name).extra["needs"]:
                 if field == "reference" and _references(r):
                     continue
                 if field != "reference" and r.get(field) is not None:
@@ -260,10 +253,10 @@ def evaluate(
         check_rows(rows, parsed, where=f"group '{name}'")
     results: dict[str, dict[str, float]] = {g: {} for g in groups}
     for name, arg in parsed:
-        metric = METRICS[name]
-        mctx = dataclasses.replace(ctx, arg=arg or metric.default_arg)
+        metric = METRICS.get(name)
+        mctx = dataclasses.replace(ctx, arg=arg or metric.extra["default_arg"])
         for group, rows in groups.items():
-            results[group].update(metric.fn(rows, mctx))
+            results[group].update(metric.factory(rows, mctx))
             if progress is not None:
                 progress(group, name)
     if any(name == "timing" for name, _ in parsed) and groups:

@@ -4,17 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from lmcontrol.registry import lazy as _lazy
 from lmcontrol.registry import register_control, register_demo, register_suite, register_trainer
-
-
-def _lazy(module: str, attr: str) -> Any:
-    def factory(*args: Any, **kwargs: Any) -> Any:
-        import importlib
-
-        return getattr(importlib.import_module(module), attr)(*args, **kwargs)
-
-    return factory
-
 
 _B = "lmcontrol.recontrol.baselines"
 register_control(
@@ -35,8 +26,6 @@ register_control(
     _lazy(_B, "cd_prefix_from_spec"),
     "controlled decoding, soft: logits + beta*V of each prefix, cd-prefix:DIR,topk=K,beta=B",
 )
-register_control("best-of", _lazy(_B, "best_of_from_spec"), "best-of-N by a reward, best-of:N,reward=hh")
-register_control("system", _lazy(_B, "system_from_spec"), "prompting: a system message, system[:TEXT]")
 register_trainer(
     "recontrol",
     _lazy("lmcontrol.recontrol.cli", "factory"),
