@@ -34,33 +34,11 @@ from torch import nn
 
 from lmcontrol import LMControlError
 from lmcontrol.artifacts import atomic_write_dir
+from lmcontrol.train_config import TrainConfig  # torch-free, so CLIs build their options without torch
 
 log = logging.getLogger(__name__)
 
 CHECKPOINT_DIR = "checkpoint"
-
-
-@dataclasses.dataclass(frozen=True)
-class TrainConfig:
-    """Optimisation settings shared by every trainer."""
-
-    steps: int = 1000
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    warmup_steps: int = 0
-    grad_clip: float | None = 1.0
-    checkpoint_every: int = 200
-    log_every: int = 50
-    seed: int = 0
-    progress: bool = True
-
-    def __post_init__(self) -> None:
-        if self.steps < 1:
-            raise LMControlError(f"steps must be >= 1, got {self.steps}")
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise LMControlError(f"learning rate must be a positive number, got {self.lr}")
-        if self.checkpoint_every < 1:
-            raise LMControlError(f"checkpoint_every must be >= 1, got {self.checkpoint_every}")
 
 
 @dataclasses.dataclass
