@@ -79,6 +79,28 @@ class SoftPrompt:
         """m, the number of virtual positions."""
         return int(self.mask.shape[1])
 
+    def scatter(self, rows: Sequence[int], batch: int) -> SoftPrompt:
+        """This prompt's B rows placed at ``rows`` of a ``batch``-row prompt; other rows get no virtual tokens."""
+        if list(rows) == list(range(batch)):
+            return self
+        idx = torch.as_tensor(list(rows), device=self.mask.device)
+
+        def place(t: torch.Tensor) -> torch.Tensor:
+            out = t.new_zeros((batch, *t.shape[1:]))
+            out[idx] = t
+            return out
+
+        if self.embeds is not None:
+            return SoftPrompt(mask=place(self.mask), embeds=place(self.embeds))
+        return SoftPrompt(mask=place(self.mask), kv=[(place(k), place(v)) for k, v in self.kv or []])
+
+    def select(self, rows: Sequence[int]) -> SoftPrompt:
+        """The prompt of the given rows only."""
+        idx = torch.as_tensor(list(rows), device=self.mask.device, dtype=torch.long)
+        if self.embeds is not None:
+            return SoftPrompt(mask=self.mask[idx], embeds=self.embeds[idx])
+        return SoftPrompt(mask=self.mask[idx], kv=[(k[idx], v[idx]) for k, v in self.kv or []])
+
 
 @dataclasses.dataclass
 class Rows:
@@ -95,15 +117,34 @@ class Rows:
 
 @dataclasses.dataclass
 class StepContext:
-    """The state of one decoding step, handed to ``edit_hidden`` and ``process_logits``."""
+    """The state of one decoding step for the rows a hook is applied to (``edit_hidden``, ``process_logits``).
+
+    The engine calls a control once per step on the rows that carry it, so every tensor here has one entry per
+    such row (B = ``len(rows)``), and all those rows are at the same ``step``.
+    """
 
     step: int  # 0 = the step that produces the first new token
     lm: LanguageModel
     rows: Rows
-    input_ids: torch.Tensor  # (B, T) prompt + generated so far, left padded
-    attention_mask: torch.Tensor  # (B, T) over input_ids (soft prompts not included)
     finished: torch.Tensor  # (B,) bool
+    token_lists: list[list[int]]  # per row: prompt ids + the tokens generated so far
+    pad_id: int = 0
     lookahead: Callable[[torch.Tensor], torch.Tensor] | None = None
+
+    @property
+    def input_ids(self) -> torch.Tensor:
+        """(B, T) prompt + generated ids, left padded (the last ``step`` columns are the generated tokens)."""
+        width = max(len(t) for t in self.token_lists)
+        ids = torch.full((len(self.token_lists), width), self.pad_id, dtype=torch.long)
+        for i, t in enumerate(self.token_lists):
+            ids[i, width - len(t) :] = torch.tensor(t, dtype=torch.long)
+        return ids
+
+    @property
+    def attention_mask(self) -> torch.Tensor:
+        """(B, T) 1 over ``input_ids``' real tokens, 0 over the left padding."""
+        width = max(len(t) for t in self.token_lists)
+        return torch.tensor([[0] * (width - len(t)) + [1] * len(t) for t in self.token_lists], dtype=torch.long)
 
     def lookahead_hidden(self, candidate_ids: torch.Tensor) -> torch.Tensor:
         """Final-norm hidden states (B, k, d) each candidate next token (B, k) would produce, without
@@ -140,6 +181,10 @@ class Control:
     def select(self, prompts: list[str], candidates: list[list[str]]) -> list[int]:
         """For each prompt, the index of the candidate to keep."""
         return [0] * len(prompts)
+
+    @property
+    def uses_soft_prompt(self) -> bool:
+        return type(self).soft_prompt is not Control.soft_prompt
 
     @property
     def uses_hidden(self) -> bool:
