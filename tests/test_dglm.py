@@ -8,11 +8,13 @@ import pytest
 import torch
 
 from lmcontrol import LMControlError
-from lmcontrol.dglm import sampling, schedule
 from lmcontrol.dglm.config import PromptGeneratorConfig, SemanticDiffusionConfig
 from lmcontrol.dglm.guidance import ProbeGuide, guided_denoiser
 from lmcontrol.dglm.model import PromptGenerator, SemanticDiffusion
 from lmcontrol.dglm.pipeline import DGLMSettings
+from lmcontrol.diffusion.guidance import classifier_free
+from lmcontrol.diffusion.samplers import sample_ancestral, sample_ddim
+from lmcontrol.diffusion.schedule import add_noise, v_target
 from lmcontrol.eval.probes import LinearProbe, ProbeConfig
 from lmcontrol.settings import ARTIFACTS_DIR
 
@@ -53,16 +55,18 @@ def tiny_prompter(lm, kind: str = "mlp") -> PromptGenerator:  # noqa: ANN001
     return pg
 
 
-def test_schedule_v_parameterisation_round_trips():
-    x, eps = torch.randn(4, D), torch.randn(4, D)
-    a2 = schedule.alpha2(torch.rand(4, 1))
-    z, _ = schedule.noise(x, a2, eps)
-    v = schedule.v_target(x, eps, a2)
-    assert torch.allclose(schedule.x_from_v(z, v, a2), x, atol=1e-5)
-    assert torch.allclose(schedule.eps_from_v(z, v, a2), eps, atol=1e-5)
-    # the shift lowers the noise at every t
-    t = torch.linspace(0.1, 0.9, 5)
-    assert (schedule.alpha2(t, 2.0) > schedule.alpha2(t, 1.0)).all()
+def grid(steps: int, model: SemanticDiffusion | None = None):  # noqa: ANN201
+    return (model or tiny_diffusion()).schedule.timesteps(steps)
+
+
+def test_model_schedule_is_the_shifted_cosine_with_v_prediction():
+    model = tiny_diffusion()
+    x, eps, a2 = torch.randn(4, D), torch.randn(4, D), torch.rand(4, 1)
+    pred = model.schedule.prediction(add_noise(x, eps, a2), v_target(x, eps, a2), a2)
+    assert torch.allclose(pred.x0, x, atol=1e-5) and torch.allclose(pred.eps, eps, atol=1e-5)
+    shifted = SemanticDiffusion(SemanticDiffusionConfig(embed_dim=D, width=16, layers=1, heads=2, schedule_scale=2.0))
+    t = torch.linspace(0.1, 0.9, 5)  # the shift lowers the noise at every t
+    assert (shifted.schedule.alpha_bar(t) > model.schedule.alpha_bar(t)).all()
 
 
 def test_samplers_are_pure_and_seeded():
@@ -71,24 +75,31 @@ def test_samplers_are_pure_and_seeded():
     den = guided_denoiser(model, ctx)
     z = torch.randn(3, D)
     z_copy = z.clone()
-    a, b = sampling.sample_ddim(den, z, steps=5), sampling.sample_ddim(den, z, steps=5)
-    assert torch.equal(a, b) and torch.equal(z, z_copy)
-    p = sampling.sample_ddpm(den, z, 5, generator=torch.Generator().manual_seed(1))
-    q = sampling.sample_ddpm(den, z, 5, generator=torch.Generator().manual_seed(1))
-    r = sampling.sample_ddpm(den, z, 5, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        a, b = sample_ddim(den, z, grid(5)), sample_ddim(den, z, grid(5))
+        assert torch.equal(a, b) and torch.equal(z, z_copy)
+        p = sample_ancestral(den, z, grid(5), generator=torch.Generator().manual_seed(1), var_interp=0.2)
+        q = sample_ancestral(den, z, grid(5), generator=torch.Generator().manual_seed(1), var_interp=0.2)
+        r = sample_ancestral(den, z, grid(5), generator=torch.Generator().manual_seed(2), var_interp=0.2)
     assert torch.equal(p, q) and not torch.equal(p, r)
     with pytest.raises(LMControlError):
-        sampling.sample_ddim(den, z, steps=0)
+        grid(0)
 
 
 def test_classifier_free_guidance_interpolates():
     model = tiny_diffusion()
-    z, a2, ctx = torch.randn(2, D), torch.full((2, 1), 0.5), torch.randn(2, D)
+    z, a2, ctx = torch.randn(2, D), torch.full((2,), 0.5), torch.randn(2, D)
+
+    def v(z: torch.Tensor, t: torch.Tensor, a2: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        return model(z, a2[:, None], c)
+
     with torch.no_grad():
-        cond, uncond = model(z, a2, ctx), model(z, a2, None)
-        assert torch.allclose(model.guided_v(z, a2, ctx, 1.0), cond, atol=1e-5)
-        assert torch.allclose(model.guided_v(z, a2, ctx, 0.0), uncond, atol=1e-5)
-        assert torch.allclose(model.guided_v(z, a2, ctx, 2.0), 2 * cond - uncond, atol=1e-4)
+        cond, uncond = model(z, a2[:, None], ctx), model(z, a2[:, None], None)
+        for w, want in ((1.0, cond), (0.0, uncond), (2.0, 2 * cond - uncond)):
+            assert torch.allclose(classifier_free(v, ctx, model.null_context, w)(z, a2, a2), want, atol=1e-4)
+        # the model's denoiser applies the same guidance before converting v to (x0, eps)
+        pred = model.denoiser(ctx, 2.0)(z, a2, a2)
+        assert torch.allclose(pred.x0, model.schedule.prediction(z, 2 * cond - uncond, a2).x0, atol=1e-4)
 
 
 @pytest.mark.parametrize("away", [False, True])
@@ -98,8 +109,8 @@ def test_probe_guidance_moves_the_proposal(away: bool):
 
     def p_label1(guides: tuple[ProbeGuide, ...]) -> float:
         den = guided_denoiser(model, ctx, guides=guides, generator=torch.Generator().manual_seed(0))
-        x0 = sampling.sample_ddim(den, z, steps=10)
         with torch.no_grad():
+            x0 = sample_ddim(den, z, grid(10, model))
             return float(probe(model.space.to_unit(x0)).softmax(-1)[:, 1].mean())
 
     plain = p_label1(())
@@ -112,8 +123,8 @@ def test_two_guides_compose():
     ctx, z = torch.randn(16, D), torch.randn(16, D)
 
     def probs(guides):  # noqa: ANN001, ANN202
-        x0 = sampling.sample_ddim(guided_denoiser(model, ctx, guides=guides), z, steps=10)
         with torch.no_grad():
+            x0 = sample_ddim(guided_denoiser(model, ctx, guides=guides), z, grid(10, model))
             u = model.space.to_unit(x0)
             return float(probe_a(u).softmax(-1)[:, 1].mean()), float(probe_b(u).softmax(-1)[:, 1].mean())
 
@@ -128,7 +139,15 @@ def test_guide_weight_must_be_finite():
 
 
 @pytest.mark.parametrize(
-    "kwargs", [{"noise": 1.5}, {"noise": math.nan}, {"cfg_scale": math.nan}, {"steps": 0}, {"sampler": "euler"}]
+    "kwargs",
+    [
+        {"noise": 1.5},
+        {"noise": math.nan},
+        {"cfg_scale": math.nan},
+        {"steps": 0},
+        {"sampler": "euler"},
+        {"sampler": "ddpm"},
+    ],
 )
 def test_settings_reject_bad_values(kwargs):
     with pytest.raises(LMControlError):
@@ -226,8 +245,8 @@ def test_pipeline_refuses_mismatched_encoders(tiny):
 
 
 def test_steering_vector_moves_hidden_states(tiny):
-    from lmcontrol.dglm.baselines import SteeringVector
     from lmcontrol.generation import GenerationConfig, generate
+    from lmcontrol.steering import SteeringVector
 
     sv = SteeringVector.from_contrast(tiny, ["good day", "lovely time"], ["bad day", "awful time"], layer=1, scale=50.0)
     assert sv.direction.shape == (tiny.info.hidden_size,) and sv.hidden_site == "layer:1"

@@ -8,13 +8,14 @@ import pytest
 import torch
 
 from lmcontrol import LMControlError
+from lmcontrol.diffusion.samplers import sample_ancestral, sample_ddim
+from lmcontrol.diffusion.schedule import Schedule, respace
 from lmcontrol.diffusion_lm.classifiers import POS_TAGS, LatentClassifier, LatentClassifierConfig
 from lmcontrol.diffusion_lm.config import DiffusionLMConfig
-from lmcontrol.diffusion_lm.control import ControlTarget, DiffusionLMPipeline, SampleSettings, template
 from lmcontrol.diffusion_lm.losses import diffusion_lm_loss
 from lmcontrol.diffusion_lm.model import DiffusionLM
-from lmcontrol.diffusion_lm.sampling import sample_ancestral, sample_ddim
-from lmcontrol.diffusion_lm.schedule import alphas_cumprod, spaced, sqrt_alpha_bar
+from lmcontrol.diffusion_lm.pipeline import DiffusionLMPipeline, SampleSettings
+from lmcontrol.diffusion_lm.targets import ControlTarget, template
 from lmcontrol.diffusion_lm.vocab import Vocab
 
 REPO = Path(__file__).resolve().parents[1]
@@ -76,18 +77,27 @@ def classifier() -> LatentClassifier:
 
 
 def test_sqrt_schedule_is_monotone() -> None:
-    ab = alphas_cumprod(2000, "sqrt", 1e-4)
+    sqrt = Schedule(kind="sqrt", prediction_type="x0", steps=2000, s=1e-4)
+    ab = sqrt.alphas_cumprod()
     assert ab.shape == (2000,)
     assert bool((ab[1:] < ab[:-1]).all()) and 0.97 < float(ab[0]) < 1 and float(ab[-1]) < 1e-3
     tau = torch.linspace(0, 1, 11)
-    assert bool((sqrt_alpha_bar(tau)[1:] < sqrt_alpha_bar(tau)[:-1]).all())
-    ts = spaced(ab, 50)
-    assert ts.t[0] == 1999 and ts.t[-1] == 0 and bool((ts.t[1:] < ts.t[:-1]).all())
+    assert bool((sqrt.continuous_alpha_bar(tau)[1:] < sqrt.continuous_alpha_bar(tau)[:-1]).all())
+    ts = respace(ab, 50)  # 50 model steps, then the clean target (t = 0, ᾱ = 1)
+    assert ts.steps == 50 and ts.t[0] == 1999 and ts.t[-2] == 0 and bool((ts.t[1:-1] < ts.t[:-2]).all())
+    assert float(ts.alpha_bar[-1]) == 1.0
 
 
-def test_steps_below_one_is_a_one_line_error() -> None:
+def test_model_buffer_is_the_float32_sqrt_table(tiny: DiffusionLM) -> None:
+    """The committed artifacts were trained and are sampled with exactly this table (do not recompute it)."""
+    want = Schedule(kind="sqrt", prediction_type="x0", steps=100, s=1e-4).alphas_cumprod().float()
+    assert torch.equal(tiny.alphas_cumprod, want)
+    assert torch.equal(tiny.timesteps(10).alpha_bar[:-1], want.double()[tiny.timesteps(10).t[:-1]])
+
+
+def test_steps_below_one_is_a_one_line_error(tiny: DiffusionLM) -> None:
     with pytest.raises(LMControlError, match="steps must be >= 1"):
-        spaced(alphas_cumprod(100), 0)
+        tiny.timesteps(0)
     with pytest.raises(LMControlError, match="steps must be >= 1"):
         SampleSettings(steps=0)
 
@@ -116,12 +126,13 @@ def test_x0_loss_decreases_on_a_tiny_model() -> None:
 
 @pytest.mark.parametrize("sampler", [sample_ancestral, sample_ddim])
 def test_samplers_are_pure(tiny: DiffusionLM, sampler) -> None:
-    ts = spaced(tiny.alphas_cumprod.double(), 10)
+    ts = tiny.timesteps(10)
     x_T = torch.randn(2, 16, 8, generator=torch.Generator().manual_seed(1))
     before = x_T.clone()
+    den = tiny.denoiser(clamp=True)
     with torch.no_grad():
-        a = sampler(tiny, x_T, ts, clamp=True, generator=torch.Generator().manual_seed(5))
-        b = sampler(tiny, x_T, ts, clamp=True, generator=torch.Generator().manual_seed(5))
+        a = sampler(den, x_T, ts, generator=torch.Generator().manual_seed(5))
+        b = sampler(den, x_T, ts, generator=torch.Generator().manual_seed(5))
     assert torch.equal(x_T, before)
     assert torch.equal(a, b)
 
@@ -137,10 +148,9 @@ def test_clamping_snaps_to_embedding_rows(tiny: DiffusionLM) -> None:
 
 
 def test_final_ancestral_step_returns_clamped_x0(tiny: DiffusionLM) -> None:
-    ts = spaced(tiny.alphas_cumprod.double(), 5)
     with torch.no_grad():
-        x0 = sample_ancestral(tiny, torch.randn(1, 16, 8), ts, clamp=True, generator=torch.Generator())
-    assert torch.allclose(tiny.clamp(x0), x0, atol=1e-5)
+        x0 = sample_ancestral(tiny.denoiser(clamp=True), torch.randn(1, 16, 8), tiny.timesteps(5))
+    assert torch.equal(tiny.clamp(x0), x0)
 
 
 def test_infilling_and_length_keep_the_fixed_words(tiny: DiffusionLM, classifier: LatentClassifier) -> None:

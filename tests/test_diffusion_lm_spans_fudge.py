@@ -8,16 +8,12 @@ import pytest
 import torch
 
 from lmcontrol import LMControlError
+from lmcontrol.diffusion.guidance import GradientCorrector
 from lmcontrol.diffusion_lm.classifiers import LatentClassifier, LatentClassifierConfig
-from lmcontrol.diffusion_lm.control import (
-    ClassifierGuidance,
-    ControlTarget,
-    DiffusionLMPipeline,
-    SampleSettings,
-    span_objective,
-)
-from lmcontrol.diffusion_lm.fudge import DiffusionClassifierScorer, FudgeControl, e2e_words
+from lmcontrol.diffusion_lm.control import DiffusionClassifierScorer, FudgeControl, e2e_words
+from lmcontrol.diffusion_lm.pipeline import DiffusionLMPipeline, SampleSettings
 from lmcontrol.diffusion_lm.spans import check_span, parse_span_text, span_labels, subtree_spans
+from lmcontrol.diffusion_lm.targets import ControlTarget, span_objective
 from test_diffusion_lm import make_tiny_model
 
 REPO = Path(__file__).resolve().parents[1]
@@ -117,14 +113,14 @@ def test_span_guidance_raises_the_span_log_probability(classifiers) -> None:
     objective = span_objective(span_clf, (1, 3))
     x = torch.randn(3, 16, 8, generator=torch.Generator().manual_seed(0))
     t = torch.full((3,), 50)
-    guided = ClassifierGuidance(objective, steps=3, step_size=0.05, fluency=0.0, skip_below=0)(
+    guided = GradientCorrector(objective, steps=3, step_size=0.05, fluency=0.0, skip_below=0)(
         x, x, torch.tensor(1.0), t
     )
     with torch.no_grad():
         assert bool((objective(guided, t) > objective(x, t)).all())
     frozen = torch.zeros(3, 16, dtype=torch.bool)
     frozen[:, 2] = True  # a frozen position never moves
-    kept = ClassifierGuidance(objective, steps=2, frozen=frozen, skip_below=0)(x, x, torch.tensor(1.0), t)
+    kept = GradientCorrector(objective, steps=2, frozen=frozen, skip_below=0)(x, x, torch.tensor(1.0), t)
     assert torch.equal(kept[:, 2], x[:, 2])
 
 

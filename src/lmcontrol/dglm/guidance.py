@@ -22,11 +22,11 @@ from typing import TYPE_CHECKING
 import torch
 
 from lmcontrol import LMControlError
-from lmcontrol.dglm import schedule
+from lmcontrol.diffusion.guidance import classifier_guidance
 
 if TYPE_CHECKING:
     from lmcontrol.dglm.model import SemanticDiffusion
-    from lmcontrol.dglm.sampling import Denoiser
+    from lmcontrol.diffusion.samplers import Denoiser
     from lmcontrol.eval.probes import LinearProbe
 
 
@@ -63,24 +63,17 @@ def guided_denoiser(
     mc_samples: int = 8,
     generator: torch.Generator | None = None,
 ) -> Denoiser:
-    """A ``(z, a2) -> (x̂0, ε̂)`` callable for the samplers: CFG on v, then probe guidance on ε."""
+    """The sampler's denoiser: CFG on v (``model.denoiser``), then probe guidance on ε (module docstring)."""
+    denoiser = model.denoiser(context, cfg_scale)
+    if not guides:
+        return denoiser
 
-    def denoise(z: torch.Tensor, a2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        if not guides:
-            with torch.no_grad():
-                v = model.guided_v(z, a2, context, cfg_scale)
-            return schedule.x_from_v(z, v, a2), schedule.eps_from_v(z, v, a2)
-        with torch.enable_grad():
-            zg = z.detach().requires_grad_(True)
-            v = model.guided_v(zg, a2, context, cfg_scale)
-            x0 = schedule.x_from_v(zg, v, a2)
-            spread = ((1 - a2) / a2).sqrt().unsqueeze(1)  # (B, 1, 1)
-            noise = torch.randn(x0.shape[0], mc_samples, x0.shape[1], generator=generator)
-            unit = model.space.to_unit(x0.unsqueeze(1) + spread * noise)  # (B, n, d)
-            total = sum(g.weight * g.loss(unit) for g in guides)
-            grad = torch.autograd.grad(total.sum(), zg)[0]  # type: ignore[union-attr]
-        eps = schedule.eps_from_v(z, v.detach(), a2) + (1 - a2).sqrt() * grad
-        # at the noisiest steps 1/α is huge; keep x̂0 inside the range standardised data occupies
-        return schedule.x_from_eps(z, eps, a2).clamp(-X0_CLIP, X0_CLIP), eps
+    def log_prob(x0: torch.Tensor, a2: torch.Tensor) -> torch.Tensor:
+        """−Σ_i w_i L_i (B,) on the posterior spread x̂0 + sqrt(σ²/α²) ξ, mapped to the unit sphere."""
+        spread = ((1 - a2) / a2).sqrt()[:, None, None]  # (B, 1, 1)
+        noise = torch.randn(x0.shape[0], mc_samples, x0.shape[1], generator=generator)  # (B, n, d)
+        unit = model.space.to_unit(x0.unsqueeze(1) + spread * noise)  # (B, n, d)
+        return -sum(g.weight * g.loss(unit) for g in guides)  # type: ignore[return-value]
 
-    return denoise
+    # at the noisiest steps 1/α is huge; keep x̂0 inside the range standardised data occupies
+    return classifier_guidance(denoiser, log_prob, x0_clip=X0_CLIP)

@@ -9,6 +9,7 @@ x = (e − μ) / s with per-dimension mean μ and std s of the training continua
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING
 
 import torch
@@ -16,13 +17,23 @@ from torch import nn
 
 from lmcontrol import LMControlError
 from lmcontrol.artifacts import PretrainedMixin
-from lmcontrol.dglm import schedule
 from lmcontrol.dglm.config import PromptGeneratorConfig, SemanticDiffusionConfig
+from lmcontrol.diffusion.guidance import classifier_free
+from lmcontrol.diffusion.samplers import Denoiser
+from lmcontrol.diffusion.schedule import Schedule, log_snr
 
 if TYPE_CHECKING:
     from lmcontrol.models import LanguageModel
 
 KV = tuple[torch.Tensor, torch.Tensor]
+
+
+def time_embedding(a2: torch.Tensor, dim: int) -> torch.Tensor:
+    """Sinusoidal features (B, dim) of the log-SNR, the noise level both networks are conditioned on."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(1000.0) * torch.arange(half, dtype=torch.float32) / max(half - 1, 1))
+    angles = log_snr(a2).reshape(-1, 1) * 50.0 * freqs  # log-SNR spans ~[-20, 20]; x50 spreads it like steps
+    return torch.cat([angles.sin(), angles.cos()], dim=-1)
 
 
 class _Standardiser(nn.Module):
@@ -87,7 +98,7 @@ class SemanticDiffusion(PretrainedMixin, nn.Module):
         c, b = self.config, z.shape[0]
         if context is None:
             context = self.null_context.expand(b, -1)
-        t = self.time_mlp(schedule.time_embedding(a2, c.width)).unsqueeze(1)  # (B, 1, w)
+        t = self.time_mlp(time_embedding(a2, c.width)).unsqueeze(1)  # (B, 1, w)
         x = self.split_x(z).view(b, c.feature_tokens, c.width)
         ctx = self.split_c(context).view(b, c.feature_tokens, c.width)
         h = self.transformer(torch.cat([t, x, ctx], dim=1) + self.pos)
@@ -99,15 +110,19 @@ class SemanticDiffusion(PretrainedMixin, nn.Module):
         keep = torch.rand(context.shape[0], 1, generator=generator) >= self.config.cond_dropout
         return torch.where(keep, context, self.null_context.expand_as(context))
 
-    def guided_v(
-        self, z: torch.Tensor, a2: torch.Tensor, context: torch.Tensor, cfg_scale: float = 1.0
-    ) -> torch.Tensor:
-        """v with classifier-free guidance: w = 1 is the conditional model, w = 0 the unconditional one."""
-        if cfg_scale == 1.0:
-            return self(z, a2, context)
-        both = self(torch.cat([z, z]), torch.cat([a2, a2]), torch.cat([context, self.null_context.expand_as(context)]))
-        cond, uncond = both.chunk(2)
-        return uncond + cfg_scale * (cond - uncond)
+    @property
+    def schedule(self) -> Schedule:
+        """The continuous cosine schedule (log-SNR shifted by ``schedule_scale``) with v-prediction."""
+        return Schedule(kind="cosine", prediction_type="v", shift=self.config.schedule_scale)
+
+    def denoiser(self, context: torch.Tensor, cfg_scale: float = 1.0) -> Denoiser:
+        """The sampler's ``denoiser(z, t, ᾱ) -> (x̂0, ε̂)`` for prefix embeddings ``context`` (B, d), with
+        classifier-free guidance of weight ``cfg_scale`` (1 = conditional model, 0 = unconditional)."""
+
+        def v(z: torch.Tensor, t: torch.Tensor, a2: torch.Tensor, ctx: torch.Tensor) -> torch.Tensor:
+            return self(z, a2[:, None], ctx)  # conditioned on α² (B, 1), not on t
+
+        return self.schedule.denoiser(classifier_free(v, context, self.null_context, cfg_scale))
 
 
 class PromptGenerator(PretrainedMixin, nn.Module):
@@ -158,7 +173,7 @@ class PromptGenerator(PretrainedMixin, nn.Module):
     def forward(self, z: torch.Tensor, a2: torch.Tensor) -> torch.Tensor:
         """KV prefixes (L, 2, B, H_kv, m, hd) for noised proposals z (B, d) at α² (B, 1)."""
         c, b = self.config, z.shape[0]
-        t = schedule.time_embedding(a2, c.width)
+        t = time_embedding(a2, c.width)
         if c.kind == "mlp":
             out = self.out(self.body(torch.cat([z, t], dim=-1)))
         else:

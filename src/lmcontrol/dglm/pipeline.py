@@ -3,24 +3,16 @@
     pipe = DGLMPipeline.from_pretrained(lm)                     # artifacts/dglm-diffusion + artifacts/dglm-prompter
     out = pipe(["The city council met on Tuesday to"], DGLMSettings(guides=(pipe.guide("sentiment", "positive", 10),)))
 
-It only composes: the networks live in ``dglm.model``, the samplers in ``dglm.sampling``, the guidance in
-``dglm.guidance``; decoding is the core ``generate`` with a ``DGLMControl`` supplying per-row KV prefixes.
-
-``--control`` spec (``lmcontrol generate --no-chat --prompt ... --control 'dglm:...'``)::
-
-    dglm[:diffusion=DIR,prompter=DIR,guide=PROBE:LABEL:W,avoid=PROBE:LABEL:W,cfg=S,noise=σ²,steps=N,
-         sampler=ddim|ddpm,seed=K]
-
-``guide`` pulls the proposal toward a probe label, ``avoid`` pushes it away (both repeatable and composable);
-PROBE is ``toxicity``, ``sentiment``, ``topic`` or a probe artifact directory; e.g.
-``dglm:avoid=toxicity:toxic:20`` or ``dglm:guide=sentiment:positive:10,guide=topic:Sports:10``.
+It only composes: the networks live in ``dglm.model``, the samplers in ``lmcontrol.diffusion.samplers``, the probe
+guidance in ``dglm.guidance``; decoding is the core ``generate`` with a ``DGLMControl`` (``dglm.control``)
+supplying per-row KV prefixes.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
-import time
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -28,10 +20,11 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from lmcontrol import LMControlError
-from lmcontrol.controls import Control, ControlSpec, Rows, SoftPrompt
-from lmcontrol.dglm import sampling, schedule
+from lmcontrol.controls import SoftPrompt
 from lmcontrol.dglm.guidance import ProbeGuide, guided_denoiser
 from lmcontrol.dglm.model import PromptGenerator, SemanticDiffusion
+from lmcontrol.diffusion.samplers import sample_ancestral, sample_ddim
+from lmcontrol.diffusion.schedule import add_noise
 from lmcontrol.settings import ARTIFACTS_DIR
 
 if TYPE_CHECKING:
@@ -43,7 +36,8 @@ log = logging.getLogger(__name__)
 DEFAULT_DIFFUSION = ARTIFACTS_DIR / "dglm-diffusion"
 DEFAULT_PROMPTER = ARTIFACTS_DIR / "dglm-prompter"
 PROBE_ALIASES = {"toxicity": "jigsaw", "toxic": "jigsaw", "sentiment": "sst2", "topic": "ag_news"}
-SAMPLERS = ("ddim", "ddpm")
+SAMPLERS = ("ddim", "ancestral")
+VAR_INTERP = 0.2  # ancestral step variance: exp(0.2 log β + 0.8 log β̃), as DGLM's code does
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,7 +49,7 @@ class DGLMSettings:
         noise: σ² the proposal is noised to before the prompt generator (paper default 0.05; 1 = pure noise,
             i.e. the decoder falls back on plain AR continuation).
         steps: diffusion sampling steps.
-        sampler: "ddim" (deterministic given z_T) or "ddpm" (ancestral).
+        sampler: "ddim" (deterministic given z_T) or "ancestral".
         guides: probe guides (``DGLMPipeline.guide``).
         seed: seeds z_T, the proposal noise and the guidance's Monte-Carlo samples.
     """
@@ -68,8 +62,6 @@ class DGLMSettings:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        import math
-
         if not math.isfinite(self.cfg_scale) or self.cfg_scale < 0:
             raise LMControlError(f"DGLM cfg scale must be a finite number >= 0, got {self.cfg_scale}")
         if not (math.isfinite(self.noise) and 0.0 <= self.noise <= 1.0):
@@ -130,16 +122,18 @@ class DGLMPipeline:
         )
         return self.diffusion.space.standardise(unit.float().cpu())
 
+    @torch.no_grad()
     def propose(self, prefixes: Sequence[str], settings: DGLMSettings) -> torch.Tensor:
-        """Sample continuation embeddings x̂0 (B, d, standardised) for the prefixes."""
+        """Sample continuation embeddings x̂0 (B, d, standardised) for the prefixes (guidance enables gradients
+        locally)."""
         g = torch.Generator().manual_seed(settings.seed)
         context = self.encode(prefixes)
         z_T = torch.randn(context.shape, generator=g)
         denoiser = guided_denoiser(self.diffusion, context, settings.cfg_scale, settings.guides, generator=g)
-        scale = self.diffusion.config.schedule_scale
+        timesteps = self.diffusion.schedule.timesteps(settings.steps)
         if settings.sampler == "ddim":
-            return sampling.sample_ddim(denoiser, z_T, settings.steps, scale)
-        return sampling.sample_ddpm(denoiser, z_T, settings.steps, scale, generator=g)
+            return sample_ddim(denoiser, z_T, timesteps)
+        return sample_ancestral(denoiser, z_T, timesteps, generator=g, var_interp=VAR_INTERP)
 
     @torch.no_grad()
     def soft_prompt(self, proposal: torch.Tensor, noise: float, seed: int = 0) -> SoftPrompt:
@@ -147,13 +141,14 @@ class DGLMPipeline:
         b = proposal.shape[0]
         a2 = torch.full((b, 1), max(1.0 - noise, 1e-4))
         eps = torch.randn(proposal.shape, generator=torch.Generator().manual_seed(seed + 1))
-        z, _ = schedule.noise(self.prompter.space.standardise(self.diffusion.space.to_unit(proposal)), a2, eps)
+        z = add_noise(self.prompter.space.standardise(self.diffusion.space.to_unit(proposal)), eps, a2)
         kv = self.prompter.past_key_values(z, a2, dtype=self.lm.model.dtype)
         return SoftPrompt(mask=torch.ones(b, self.prompter.config.length, dtype=torch.bool), kv=kv)
 
     def __call__(
         self, prompts: Sequence[str], settings: DGLMSettings | None = None, config: GenerationConfig | None = None
     ) -> GenerationOutput:
+        from lmcontrol.dglm.control import DGLMControl
         from lmcontrol.generation import GenerationConfig, generate
 
         config = config or GenerationConfig(max_new_tokens=32, chat=False)
@@ -175,63 +170,3 @@ class DGLMPipeline:
                 f"probe '{probe}' reads encoder '{p.config.encoder}', but DGLM uses '{self.prompter.config.encoder}'"
             )
         return ProbeGuide(probe=p, label=p.label_index(label), weight=weight, away=away, name=f"{probe}:{label}")
-
-
-class DGLMControl(Control):
-    """Per row: propose a continuation embedding for the row's prompt, hand the decoder its KV prefix."""
-
-    name = "dglm"
-    chat = False  # the prompt generator was trained on raw text continuation
-
-    def __init__(self, pipeline: DGLMPipeline, settings: DGLMSettings) -> None:
-        self.pipeline, self.settings = pipeline, settings
-        self.last_proposal: torch.Tensor | None = None
-        self.seconds = 0.0
-
-    def setup(self, lm: LanguageModel) -> None:
-        if lm.info.name != self.pipeline.prompter.base_model:
-            raise LMControlError(
-                f"DGLM prompt generator was trained for '{self.pipeline.prompter.base_model}', not '{lm.info.name}'"
-            )
-
-    def soft_prompt(self, rows: Rows) -> SoftPrompt | None:
-        t0 = time.perf_counter()
-        # best-of-N rows of one prompt get different proposals: seed by row position
-        proposal = self.pipeline.propose(rows.prompts, self.settings)
-        self.last_proposal = proposal
-        sp = self.pipeline.soft_prompt(proposal, self.settings.noise, self.settings.seed)
-        self.seconds = time.perf_counter() - t0
-        return sp
-
-
-def _guides(spec: ControlSpec, pipe: DGLMPipeline) -> tuple[ProbeGuide, ...]:
-    out = []
-    for key, away in (("guide", False), ("avoid", True)):
-        for raw in spec.values(key):
-            parts = raw.split(":")
-            if len(parts) not in (2, 3) or not all(parts):
-                raise LMControlError(f"--control {spec.text}: {key}={raw!r} must be PROBE:LABEL[:WEIGHT]")
-            try:
-                weight = float(parts[2]) if len(parts) == 3 else 10.0
-            except ValueError:
-                raise LMControlError(
-                    f"--control {spec.text}: weight {parts[2]!r} in {key}={raw} is not a number"
-                ) from None
-            out.append(pipe.guide(parts[0], parts[1], weight, away=away))
-    return tuple(out)
-
-
-def dglm_from_spec(spec: ControlSpec, lm: LanguageModel) -> DGLMControl:
-    spec.check_keys(("diffusion", "prompter", "guide", "avoid", "cfg", "noise", "steps", "sampler", "seed"))
-    if spec.args:
-        raise LMControlError(f"--control {spec.text}: DGLM takes key=value options only (e.g. dglm:noise=0.05)")
-    settings = dict(
-        cfg_scale=spec.float("cfg", 1.0, min_value=0.0),
-        noise=spec.float("noise", 0.05, min_value=0.0),
-        steps=spec.int("steps", 25, min_value=1),
-        sampler=spec.str("sampler", "ddim") or "ddim",
-        seed=spec.int("seed", 0),
-    )
-    DGLMSettings(**settings)  # type: ignore[arg-type]  # validate before loading anything
-    pipe = DGLMPipeline.from_pretrained(lm, spec.str("diffusion"), spec.str("prompter"))
-    return DGLMControl(pipe, DGLMSettings(**settings, guides=_guides(spec, pipe)))  # type: ignore[arg-type]

@@ -4,74 +4,40 @@ from __future__ import annotations
 
 from typing import Any
 
-from lmcontrol.registry import register_control, register_demo, register_suite, register_trainer
-
-
-def _lazy(module: str, attr: str) -> Any:
-    def factory(*args: Any, **kwargs: Any) -> Any:
-        import importlib
-
-        return getattr(importlib.import_module(module), attr)(*args, **kwargs)
-
-    return factory
-
+from lmcontrol.registry import lazy, register_control, register_demo, register_suite, register_trainer
 
 register_trainer(
     "dglm-prompter",
-    _lazy("lmcontrol.dglm.cli", "prompter_factory"),
+    lazy("lmcontrol.dglm.cli", "prompter_factory"),
     "Train DGLM's prompt generator (proposal embedding -> KV prefix of the frozen decoder).",
 )
 register_trainer(
     "dglm-diffusion",
-    _lazy("lmcontrol.dglm.cli", "diffusion_factory"),
+    lazy("lmcontrol.dglm.cli", "diffusion_factory"),
     "Train DGLM's semantic diffusion model over continuation embeddings.",
 )
 register_control(
     "dglm",
-    _lazy("lmcontrol.dglm.pipeline", "dglm_from_spec"),
+    lazy("lmcontrol.dglm.control", "dglm_from_spec"),
     "DGLM: diffusion proposal -> KV prefix, dglm:guide=sentiment:positive:10,avoid=toxicity:toxic:20,noise=0.05",
 )
 
 
-def _suite() -> Any:
-    """``lmcontrol bench dglm``: open generation on held-out prefixes, base AR vs DGLM at CFG scales 1 and 2
-    (judge perplexity, Dist-n, MAUVE vs the human continuations). The other parts of the issue's benchmark
-    (noise sweep, toxicity vs baselines, sentiment, composition, runtime) are in ``benchmarks/dglm.py``."""
-    from lmcontrol.bench.suite import BenchMethod, BenchSuite
-    from lmcontrol.generation import GenerationConfig
-
-    def prompts(n: int) -> list[dict[str, Any]]:
-        import torch
-
-        from lmcontrol.dglm.pairs import build_pairs
-        from lmcontrol.models import load_lm
-
-        _, ho = build_pairs(load_lm(None))
-        idx = torch.randperm(len(ho), generator=torch.Generator().manual_seed(0))[:n]
-        return [{"prompt": ho.prefix_text[i], "reference": ho.cont_text[i]} for i in idx]
-
-    def dglm(cfg: float) -> Any:
-        def build(lm: Any) -> list[Any]:
-            from lmcontrol.dglm.pipeline import DGLMControl, DGLMPipeline, DGLMSettings
-
-            return [DGLMControl(DGLMPipeline.from_pretrained(lm), DGLMSettings(cfg_scale=cfg))]
-
-        return build
-
-    return BenchSuite(
-        name="dglm",
-        prompts=prompts,
-        methods=(
-            BenchMethod("base", help="the frozen decoder alone"),
-            BenchMethod("dglm", controls=dglm(1.0), help="DGLM, CFG scale 1"),
-            BenchMethod("dglm-cfg2", controls=dglm(2.0), help="DGLM, CFG scale 2"),
-        ),
-        metrics=("ppl", "dist", "mauve"),
-        generation=GenerationConfig(max_new_tokens=32, temperature=1.0, top_p=0.95, chat=False),
-    )
-
-
-register_suite("dglm", _suite, "DGLM vs the plain decoder on held-out C4/WikiText prefixes (ppl, Dist-n, MAUVE)")
+register_suite(
+    "dglm",
+    lazy("lmcontrol.dglm.bench", "open_suite"),
+    "DGLM vs the plain decoder on held-out C4/WikiText prefixes, CFG 1/2 and the σ² sweep (ppl, Dist-n, MAUVE)",
+)
+register_suite(
+    "dglm-toxicity",
+    lazy("lmcontrol.dglm.bench", "toxicity_suite"),
+    "DGLM avoiding toxicity vs prompting, a steering vector and probe FUDGE on RTP non-toxic prompts",
+)
+register_suite(
+    "dglm-sentiment",
+    lazy("lmcontrol.dglm.bench", "sentiment_suite"),
+    "DGLM toward positive / negative sentiment, alone and composed with a topic, on neutral prompts",
+)
 
 
 def _demo(lm: Any, console: Any, max_new_tokens: int) -> None:

@@ -26,11 +26,11 @@ import torch.nn.functional as F
 
 from lmcontrol import LMControlError
 from lmcontrol.controls import SoftPrompt
-from lmcontrol.dglm import schedule
 from lmcontrol.dglm.config import PromptGeneratorConfig, SemanticDiffusionConfig
 from lmcontrol.dglm.model import PromptGenerator, SemanticDiffusion
 from lmcontrol.dglm.pairs import PairSet, build_pairs, space_stats
-from lmcontrol.generation import build_prefill, forward_hidden, lm_logits
+from lmcontrol.diffusion.schedule import Schedule, add_noise
+from lmcontrol.scoring import collate, target_token_logprobs
 from lmcontrol.training import TrainConfig, step_generator, train_loop
 
 if TYPE_CHECKING:
@@ -56,18 +56,13 @@ def continuation_loss(
 ) -> torch.Tensor:
     """Mean cross-entropy (nats/token) of the continuation given the prefix, behind the generator's KV prefix
     for proposals z at α² (or no prefix at all when ``prompter`` is None). ``reduce=False``: per row (B,)."""
-    ids = torch.cat([prefix_ids, cont_ids], dim=1)  # (B, P + C)
-    mask = torch.ones_like(ids)
-    kv_prompt = None
+    batch = collate(prefix_ids.tolist(), cont_ids.tolist(), int(lm.tokenizer.pad_token_id))
+    soft = []
     if prompter is not None:
         assert z is not None and a2 is not None
-        kv = prompter.past_key_values(z, a2)
-        kv_prompt = SoftPrompt(mask=torch.ones(ids.shape[0], prompter.config.length, dtype=torch.bool), kv=kv)
-    h = forward_hidden(lm, build_prefill(lm, ids, mask, None, kv_prompt))  # (B, T, d)
-    n_prefix = prefix_ids.shape[1]
-    logits = lm_logits(lm, h[:, n_prefix - 1 : -1]).float()  # predicts each continuation token
-    loss = F.cross_entropy(logits.transpose(1, 2), cont_ids, reduction="none")  # (B, C)
-    return loss.mean() if reduce else loss.mean(1)
+        soft = [SoftPrompt.from_kv(prompter.past_key_values(z, a2))]
+    nll = -target_token_logprobs(lm, batch, soft).view(cont_ids.shape)  # (B, C): every row has C tokens
+    return nll.mean() if reduce else nll.mean(1)
 
 
 @torch.no_grad()
@@ -87,7 +82,7 @@ def proposal_gap(
     z = prompter.space.standardise(pairs.cont_emb)
     n = len(pairs)
     a2 = torch.full((n, 1), 1.0 - noise)
-    z_noised, _ = schedule.noise(z, a2, torch.randn(z.shape, generator=g))
+    z_noised = add_noise(z, torch.randn(z.shape, generator=g), a2)
     shuffled = z_noised.roll(1, dims=0)
     pure = torch.randn(z.shape, generator=g)
     sums = {"loss_true": 0.0, "loss_shuffled": 0.0, "loss_pure_noise": 0.0, "loss_plain": 0.0}
@@ -149,16 +144,17 @@ def train_prompter(
     prompter.space.set(*space_stats(train.cont_emb))
     prompter.init_base(lm)
     z_all = prompter.space.standardise(train.cont_emb)  # (N, d)
+    augment = Schedule(kind="cosine", shift=config.augment_scale)
     n, full_prefix = len(train), train.prefix_ids.shape[1]
 
     def batch_fn(step: int, rank: int, world: int) -> tuple[torch.Tensor, ...]:
         g = step_generator(train_config.seed, step, rank)
         idx = torch.randint(n, (run.batch_size,), generator=g)
         t = torch.rand(run.batch_size, 1, generator=g)
-        a2 = schedule.alpha2(t, config.augment_scale)
+        a2 = augment.alpha_bar(t)
         at_inference = torch.rand(run.batch_size, 1, generator=g) < run.inference_share
         a2 = torch.where(at_inference, torch.full_like(a2, 1.0 - INFERENCE_NOISE), a2)
-        z, _ = schedule.noise(z_all[idx], a2, torch.randn(run.batch_size, z_all.shape[1], generator=g))
+        z = add_noise(z_all[idx], torch.randn(run.batch_size, z_all.shape[1], generator=g), a2)
         k = int(torch.randint(min(run.min_prefix, full_prefix), full_prefix + 1, (1,), generator=g))
         return train.prefix_ids[idx, -k:], train.cont_ids[idx], z, a2
 
@@ -208,10 +204,10 @@ def diffusion_loss(
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """‖v̂ − v‖² averaged over rows and dims (Salimans & Ho 2022, v-loss), prefix dropped with p=cond_dropout."""
-    a2 = schedule.alpha2(t, model.config.schedule_scale)
-    z, _ = schedule.noise(x, a2, eps)
-    v = model(z, a2, model.drop_context(context, generator))
-    return F.mse_loss(v, schedule.v_target(x, eps, a2))
+    sched = model.schedule
+    a2 = sched.alpha_bar(t)
+    v = model(add_noise(x, eps, a2), a2, model.drop_context(context, generator))
+    return F.mse_loss(v, sched.target(x, eps, a2))
 
 
 @torch.no_grad()
@@ -222,9 +218,10 @@ def heldout_diffusion_loss(model: SemanticDiffusion, pairs: PairSet, seed: int =
     ctx = model.space.standardise(pairs.prefix_emb)
     t = torch.rand(len(pairs), 1, generator=g)
     eps = torch.randn(x.shape, generator=g)
-    a2 = schedule.alpha2(t, model.config.schedule_scale)
-    z, _ = schedule.noise(x, a2, eps)
-    target = schedule.v_target(x, eps, a2)
+    sched = model.schedule
+    a2 = sched.alpha_bar(t)
+    z = add_noise(x, eps, a2)
+    target = sched.target(x, eps, a2)
     cond = F.mse_loss(model(z, a2, ctx), target).item()
     uncond = F.mse_loss(model(z, a2, None), target).item()
     return {"v_loss_cond": round(cond, 4), "v_loss_uncond": round(uncond, 4), "prefix_gain": round(uncond - cond, 4)}

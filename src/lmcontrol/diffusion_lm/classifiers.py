@@ -27,6 +27,7 @@ from torch import nn
 
 from lmcontrol import LMControlError
 from lmcontrol.artifacts import PretrainedMixin
+from lmcontrol.diffusion.schedule import add_noise
 from lmcontrol.diffusion_lm.model import DiffusionLM, timestep_embedding
 from lmcontrol.diffusion_lm.vocab import Vocab
 
@@ -271,14 +272,12 @@ def noised_latents(
     diffusion: DiffusionLM, ids: torch.Tensor, generator: torch.Generator
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """x_t ~ q(x_t | x0) at uniform random t, x0 ~ q_φ(x0 | w) from frozen embeddings: (B, L) → (B, L, d), (B,)."""
-    from lmcontrol.diffusion_lm.losses import q_sample
-
     ab = diffusion.alphas_cumprod
     x0 = diffusion.embed(ids) + (1 - ab[0]).sqrt() * torch.randn(
         ids.shape + (diffusion.config.embed_dim,), generator=generator
     )
     t = torch.randint(0, ab.shape[0], (ids.shape[0],), generator=generator)
-    return q_sample(x0, t, ab, torch.randn(x0.shape, generator=generator)), t
+    return add_noise(x0, torch.randn(x0.shape, generator=generator), ab[t]), t
 
 
 def classifier_loss(clf: nn.Module, diffusion: DiffusionLM, batch: tuple, generator: torch.Generator):
@@ -387,9 +386,6 @@ def heldout_accuracy(clf: LatentClassifier, diffusion: DiffusionLM, ids, attr, p
 
 
 def classifier_batch_at(diffusion: DiffusionLM, ids: torch.Tensor, t_val: int, g: torch.Generator):
-    from lmcontrol.diffusion_lm.losses import q_sample
-
-    ab = diffusion.alphas_cumprod
     t = torch.full((ids.shape[0],), t_val, dtype=torch.long)
     x0 = diffusion.embed(ids)
-    return q_sample(x0, t, ab, torch.randn(x0.shape, generator=g)), t
+    return add_noise(x0, torch.randn(x0.shape, generator=g), diffusion.alphas_cumprod[t]), t

@@ -5,8 +5,12 @@ from __future__ import annotations
 import dataclasses
 
 from lmcontrol import LMControlError
+from lmcontrol.settings import ARTIFACTS_DIR
 
 SCHEDULES = ("sqrt", "linear")
+DEFAULT_MODEL_DIR = ARTIFACTS_DIR / "diffusion-lm-e2e"
+DEFAULT_CLASSIFIER_DIR = ARTIFACTS_DIR / "diffusion-lm-e2e-classifier"
+DEFAULT_SPAN_CLASSIFIER_DIR = ARTIFACTS_DIR / "diffusion-lm-e2e-span-classifier"
 
 
 @dataclasses.dataclass(frozen=True)

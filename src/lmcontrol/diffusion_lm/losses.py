@@ -13,13 +13,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from lmcontrol.diffusion.schedule import add_noise
 from lmcontrol.diffusion_lm.model import DiffusionLM
-
-
-def q_sample(x0: torch.Tensor, t: torch.Tensor, ab: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-    """x_t = sqrt(ᾱ_t) x0 + sqrt(1 − ᾱ_t) ε (Ho et al. 2020 Eq. 4): x0 (B, L, d), t (B,)."""
-    a = ab[t].to(x0.dtype)[:, None, None]  # (B, 1, 1)
-    return a.sqrt() * x0 + (1 - a).sqrt() * noise
 
 
 def diffusion_lm_loss(
@@ -34,7 +29,7 @@ def diffusion_lm_loss(
     std0 = (1 - ab[0]).sqrt()
     x0 = x0_mean + std0 * torch.randn(x0_mean.shape, generator=generator)  # x0 ~ q_φ(x0 | w)
     t = torch.randint(0, T, (B,), generator=generator)
-    x_t = q_sample(x0, t, ab, torch.randn(x0.shape, generator=generator))
+    x_t = add_noise(x0, torch.randn(x0.shape, generator=generator), ab[t])  # q(x_t | x0), Ho et al. 2020 eq. 4
     x0_hat = model(x_t, t)  # (B, L, d)
     mse = ((x0_hat - x0) ** 2).mean(dim=(1, 2))  # (B,)
     t0 = ((x0_hat - x0_mean) ** 2).mean(dim=(1, 2))  # (B,) the t = 0 term

@@ -16,8 +16,9 @@ import torch
 from torch import nn
 
 from lmcontrol.artifacts import PretrainedMixin
+from lmcontrol.diffusion.samplers import Denoiser
+from lmcontrol.diffusion.schedule import Prediction, Schedule, Timesteps, respace
 from lmcontrol.diffusion_lm.config import DiffusionLMConfig
-from lmcontrol.diffusion_lm.schedule import alphas_cumprod
 from lmcontrol.diffusion_lm.vocab import SPECIALS, Vocab
 
 ARTIFACT_KIND = "diffusion_lm.model"
@@ -54,14 +55,37 @@ class DiffusionLM(PretrainedMixin, nn.Module):
         self.encoder = nn.TransformerEncoder(layer, config.layers, enable_nested_tensor=False)
         self.out_norm = nn.LayerNorm(W)
         self.out_proj = nn.Sequential(nn.Linear(W, W), nn.Tanh(), nn.Linear(W, d))  # down-projection
-        self.register_buffer(
-            "alphas_cumprod",
-            alphas_cumprod(config.diffusion_steps, config.schedule, config.schedule_s).float(),
-            persistent=False,
-        )
+        self.register_buffer("alphas_cumprod", self.schedule.alphas_cumprod().float(), persistent=False)
         self.vocab: Vocab | None = None
 
     # --- the denoiser -------------------------------------------------------------------------------
+    @property
+    def schedule(self) -> Schedule:
+        """The discrete schedule of ``config.schedule`` with T = ``diffusion_steps`` and x0-prediction."""
+        c = self.config
+        return Schedule(kind=c.schedule, prediction_type="x0", steps=c.diffusion_steps, s=c.schedule_s)
+
+    def timesteps(self, n: int) -> Timesteps:
+        """``n`` respaced steps of the table the model was trained with (the float32 buffer)."""
+        return respace(self.alphas_cumprod.double(), n)
+
+    def denoiser(
+        self, *, clamp: bool, known_x0: torch.Tensor | None = None, mask: torch.Tensor | None = None
+    ) -> Denoiser:
+        """The sampler's denoiser: x̂0 = f_θ(x_t, t), replaced by ``known_x0`` (B, L, d) where ``mask`` (B, L) is
+        set (imputation, §7.2), then snapped to the nearest word embedding if ``clamp`` (the clamping trick,
+        §4.2; free positions of a template skip the specials); ε̂ follows from the final x̂0."""
+
+        def denoise(x_t: torch.Tensor, t: torch.Tensor, alpha_bar: torch.Tensor) -> Prediction:
+            x0 = self(x_t, t)  # (B, L, d)
+            if mask is not None:
+                x0 = torch.where(mask[..., None], known_x0, x0)
+            if clamp:
+                x0 = self.clamp(x0, words_only=None if mask is None else ~mask)
+            return self.schedule.prediction(x_t, x0, alpha_bar)
+
+        return denoise
+
     def forward(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """x0_hat = f_θ(x_t, t): (B, L, d), (B,) → (B, L, d)."""
         B, L, _ = x_t.shape

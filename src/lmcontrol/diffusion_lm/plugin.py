@@ -8,12 +8,16 @@ from typing import Annotated
 
 import typer
 
-from lmcontrol.registry import register_command, register_control, register_demo, register_trainer
-from lmcontrol.settings import ARTIFACTS_DIR
-
-DEFAULT_MODEL_DIR = ARTIFACTS_DIR / "diffusion-lm-e2e"
-DEFAULT_CLASSIFIER_DIR = ARTIFACTS_DIR / "diffusion-lm-e2e-classifier"
-DEFAULT_SPAN_CLASSIFIER_DIR = ARTIFACTS_DIR / "diffusion-lm-e2e-span-classifier"
+from lmcontrol.diffusion_lm.config import DEFAULT_CLASSIFIER_DIR, DEFAULT_MODEL_DIR, DEFAULT_SPAN_CLASSIFIER_DIR
+from lmcontrol.registry import (
+    METRICS,
+    lazy,
+    register_command,
+    register_control,
+    register_demo,
+    register_suite,
+    register_trainer,
+)
 
 
 def _setup(threads: int) -> None:
@@ -191,7 +195,7 @@ def _sample_command():
         """Sample E2E sentences from Diffusion-LM, optionally controlled (attribute/POS/span/length/infilling)."""
         _setup(threads)
         from lmcontrol import LMControlError
-        from lmcontrol.diffusion_lm.control import ControlTarget, DiffusionLMPipeline, SampleSettings
+        from lmcontrol.diffusion_lm.pipeline import ControlTarget, DiffusionLMPipeline, SampleSettings
         from lmcontrol.diffusion_lm.spans import parse_span_text
 
         field_value = None
@@ -220,17 +224,30 @@ def _sample_command():
     return diffusion_lm
 
 
-def _fudge_control(spec, lm):  # noqa: ANN001, ANN202 - ControlSpec, LanguageModel -> FudgeControl
-    from lmcontrol.diffusion_lm.fudge import fudge_from_spec
-
-    return fudge_from_spec(spec, lm)
-
-
 register_control(
     "fudge",
-    _fudge_control,
+    lazy("lmcontrol.diffusion_lm.control", "fudge_from_spec"),
     "FUDGE guidance by the Diffusion-LM classifiers, fudge:attribute=food=Italian[,pos=TAGS][,span=I-J]"
     "[,length=N][,k=20][,weight=1] (AR baseline; with an E2E prefix use prefix:artifacts/prefix-e2e too)",
+)
+register_suite(
+    "diffusion-lm",
+    lazy("lmcontrol.diffusion_lm.bench", "make_suite"),
+    "Diffusion-LM vs FUDGE AR per control task (semantic content, POS, span, length, infilling) + steps sweep",
+)
+METRICS.register(
+    "e2e-control",
+    lazy("lmcontrol.diffusion_lm.bench", "control_success"),
+    "Diffusion-LM control success per task (%), prompts = target texts",
+    needs=(),
+    default_arg=None,
+)
+METRICS.register(
+    "e2e-lm-score",
+    lazy("lmcontrol.diffusion_lm.bench", "lm_score"),
+    "perplexity of E2E samples under SmolLM2 + the E2E prefix (the Diffusion-LM lm-score)",
+    needs=(),
+    default_arg=None,
 )
 register_command("diffusion-lm", _sample_command, "Sample (controlled) sentences from the E2E Diffusion-LM.")
 register_trainer(
@@ -252,7 +269,7 @@ def _demo(lm, console, max_new_tokens: int) -> None:  # noqa: ANN001 - LanguageM
     """Unconstrained, attribute-controlled, length-controlled and infilled samples side by side."""
     from rich.table import Table
 
-    from lmcontrol.diffusion_lm.control import ControlTarget, DiffusionLMPipeline, SampleSettings
+    from lmcontrol.diffusion_lm.pipeline import ControlTarget, DiffusionLMPipeline, SampleSettings
 
     span_dir = DEFAULT_SPAN_CLASSIFIER_DIR if (DEFAULT_SPAN_CLASSIFIER_DIR / "config.json").is_file() else None
     pipe = DiffusionLMPipeline.from_pretrained(DEFAULT_MODEL_DIR, DEFAULT_CLASSIFIER_DIR, span_dir)

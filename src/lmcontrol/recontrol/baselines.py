@@ -14,12 +14,14 @@
   "CD" scores candidates with the reward model itself, far too slow here; both variants use the learned
   prefix scorer, as its "CD prefix" does.
 - ``best-of:N[,reward=NAME]`` — sample N responses per prompt, keep the one the reward scores highest.
+
+``system`` and ``best-of`` are the spine's generic controls (``lmcontrol.steering``); static RE is a
+``SteeringVector`` and both CD variants are a ``TopKRescoring`` with the value network as the candidate scorer.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -27,40 +29,25 @@ import torch
 
 from lmcontrol import LMControlError
 from lmcontrol.artifacts import load_artifact, save_artifact
-from lmcontrol.controls import Control, ControlSpec, StepContext
+from lmcontrol.controls import ControlSpec, StepContext
 from lmcontrol.recontrol.model import ValueNetwork
+from lmcontrol.steering import (  # noqa: F401 - re-exported: the generic controls RE-Control is compared with
+    HH_SYSTEM_PROMPT,
+    BestOfN,
+    SteeringVector,
+    SystemPrompt,
+    TopKRescoring,
+    best_of_from_spec,
+    system_from_spec,
+)
 
 if TYPE_CHECKING:
     from lmcontrol.models import LanguageModel
 
 log = logging.getLogger(__name__)
 
-HH_SYSTEM_PROMPT = (
-    "You are a helpful, honest and harmless assistant. Answer the user's question helpfully and politely. "
-    "Never help with anything dangerous, illegal, unethical or hurtful; instead, briefly explain why "
-    "and offer a safe alternative."
-)
 STATIC_KIND = "recontrol.static_direction"
 STATIC_SUBDIR = "static_re"
-
-
-class SystemPrompt(Control):
-    """Prompting baseline: a system message joined with any other controls' system messages."""
-
-    name = "system"
-
-    def __init__(self, text: str = HH_SYSTEM_PROMPT) -> None:
-        self.text = text
-
-    def system_prompt(self) -> str | None:
-        return self.text
-
-
-def system_from_spec(spec: ControlSpec, lm: LanguageModel) -> SystemPrompt:
-    """``system`` (the default HH prompt) or ``system:TEXT``."""
-    del lm
-    text = spec.text.partition(":")[2].strip()
-    return SystemPrompt(text or HH_SYSTEM_PROMPT)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -105,18 +92,10 @@ def save_static_direction(
     )
 
 
-class StaticEdit(Control):
-    """Adds ``scale * direction`` to the new token's state."""
+class StaticEdit(SteeringVector):
+    """Adds ``scale * direction`` to the new token's state (a ``SteeringVector`` with a reward direction)."""
 
     name = "static-re"
-
-    def __init__(self, direction: torch.Tensor, scale: float = 1.0, site: str = "final") -> None:
-        self.direction = direction.float()
-        self.scale = scale
-        self.hidden_site = site
-
-    def edit_hidden(self, h: torch.Tensor, ctx: StepContext) -> torch.Tensor:
-        return (h.float() + self.scale * self.direction).to(h.dtype)
 
 
 def static_re_from_spec(spec: ControlSpec, lm: LanguageModel) -> StaticEdit:
@@ -139,27 +118,22 @@ def static_re_from_spec(spec: ControlSpec, lm: LanguageModel) -> StaticEdit:
 # controlled decoding
 
 
-class ControlledDecoding(Control):
-    """Top-k candidates re-scored by the value of the state each would lead to (see module docstring)."""
+class ControlledDecoding(TopKRescoring):
+    """Top-k candidates re-scored by the value of the state each would lead to (see module docstring):
+    ``beta=None`` ranks by V(s_{t+1}(z)) with the LM's log-probability as a tie-break (cd); a number adds
+    beta · V to the logits (cd-prefix)."""
 
     name = "cd"
 
     def __init__(self, value: ValueNetwork, topk: int = 5, beta: float | None = None) -> None:
         self.value = value.eval().requires_grad_(False)
-        self.topk = topk
-        self.beta = beta  # None = hard re-ranking (cd); a number = soft blend (cd-prefix)
+        self.beta = beta
+        lm_term, weight = ("tiebreak", 1.0) if beta is None else ("logits", beta)
+        super().__init__(self.next_state_value, top_k=topk, weight=weight, lm_term=lm_term)
 
-    def process_logits(self, logits: torch.Tensor, ctx: StepContext) -> torch.Tensor:
-        k = min(self.topk, logits.shape[-1])
-        top = logits.topk(k, dim=-1)  # values/indices (B, k)
-        s_next = ctx.lookahead_hidden(top.indices)  # (B, k, d)
-        v_next = self.value(s_next)  # (B, k)
-        if self.beta is None:
-            scores = v_next + 1e-3 * top.values.log_softmax(-1)  # value decides; LM logit breaks ties
-        else:
-            scores = top.values + self.beta * v_next  # log p(z) + beta V(s_{t+1}(z))
-        out = torch.full_like(logits, float("-inf"))
-        return out.scatter(1, top.indices, scores.to(out.dtype))
+    def next_state_value(self, candidates: torch.Tensor, ctx: StepContext) -> torch.Tensor:
+        """V(s_{t+1}(z)) (B, k) from one batched lookahead of the candidates."""
+        return self.value(ctx.lookahead_hidden(candidates))
 
 
 def cd_from_spec(spec: ControlSpec, lm: LanguageModel) -> ControlledDecoding:
@@ -182,50 +156,3 @@ def cd_prefix_from_spec(spec: ControlSpec, lm: LanguageModel) -> ControlledDecod
     )
     cd.name = "cd-prefix"
     return cd
-
-
-# ---------------------------------------------------------------------------------------------------------
-# best-of-N
-
-
-class BestOfN(Control):
-    """Sample N candidates per prompt and keep the one with the highest reward."""
-
-    name = "best-of"
-
-    def __init__(
-        self, n: int, reward: Callable[[list[str], list[str]], list[float]], temperature: float = 0.7
-    ):
-        self.num_candidates = n
-        self.reward = reward
-        self.candidate_temperature = temperature
-
-    def select(self, prompts: list[str], candidates: list[list[str]]) -> list[int]:
-        flat_p = [p for p, c in zip(prompts, candidates, strict=True) for _ in c]
-        flat_c = [x for c in candidates for x in c]
-        scores = self.reward(flat_p, flat_c)
-        choice, i = [], 0
-        for c in candidates:
-            part = scores[i : i + len(c)]
-            choice.append(max(range(len(c)), key=part.__getitem__))
-            i += len(c)
-        return choice
-
-
-def best_of_from_spec(spec: ControlSpec, lm: LanguageModel) -> BestOfN:
-    """``best-of:N[,reward=NAME][,temperature=T]`` (default reward: hh)."""
-    from lmcontrol.eval.reward import load_reward
-
-    del lm
-    spec.check_keys(["reward", "temperature"])
-    try:
-        n = int(spec.args[0]) if spec.args else 4
-    except ValueError:
-        raise LMControlError(f"--control {spec.text}: N must be an integer, got {spec.args[0]!r}") from None
-    if n < 1:
-        raise LMControlError(f"--control {spec.text}: N must be >= 1, got {n}")
-    return BestOfN(
-        n,
-        load_reward(spec.str("reward", "hh") or "hh"),
-        temperature=spec.float("temperature", 0.7, positive=True),
-    )
