@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from lmcontrol.registry import register_command, register_suite
+from lmcontrol.registry import lazy, register_command, register_suite
 
 
 def _serve_factory() -> Any:
@@ -66,11 +66,6 @@ def _serve_factory() -> Any:
     return serve
 
 
-def _suite() -> Any:
-    from lmcontrol.serve.bench import make_suite
-
-    return make_suite()
-
-
 register_command("serve", _serve_factory, "Serve controlled generation (OpenAI-compatible API, playground at /).")
-register_suite("serve", _suite, "the server under load: 16 clients, 8 controls in one batch, TTFT, a 50-client soak")
+register_suite("serve", lazy("lmcontrol.serve.bench", "make_suite"),
+               "the server under load: 16 clients, 8 controls in one batch, TTFT, a 50-client soak")
