@@ -153,6 +153,8 @@ def test_investigator_mixture_and_prior(tiny, inv):
     assert not any(p.requires_grad for p in tiny.model.parameters())
     out = inv.sample(["hello", "bye"], 3, adapters={"round1": 1.0}, max_new_tokens=4)
     assert len(out) == 2 and all(len(r) == 3 for r in out)
+    assert all(len(set(r)) > 1 for r in out)  # repeated conditions still give distinct samples
+    assert inv.sample(["hello"], 3, max_new_tokens=4, seed=5) == inv.sample(["hello"], 3, max_new_tokens=4, seed=5)
 
 
 def test_round_rewards_match_definition(tiny, inv):

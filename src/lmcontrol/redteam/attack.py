@@ -47,9 +47,9 @@ class BehaviorResult:
 
 @contextlib.contextmanager
 def count_passes(lm: LanguageModel) -> Iterator[dict[str, int]]:
-    """Count the sequences the target's decoder reads with more than one new position (prefill / scoring)."""
-    from lmcontrol import hf_adapter as hf
-
+    """Count sequences read by direct calls of the target's forward with more than one position (nanoGCG's
+    candidate batches and gradient steps). Scoring and verification go through lmcontrol's own runners and are
+    counted by the attack loop itself."""
     counter = {"passes": 0}
 
     def hook(_module: Any, args: tuple, kwargs: dict) -> None:
@@ -59,7 +59,7 @@ def count_passes(lm: LanguageModel) -> Iterator[dict[str, int]]:
         if x is not None and x.dim() >= 2 and x.shape[1] > 1:
             counter["passes"] += int(x.shape[0])
 
-    handle = hf.decoder(lm.model).register_forward_pre_hook(hook, with_kwargs=True)
+    handle = lm.model.register_forward_pre_hook(hook, with_kwargs=True)
     try:
         yield counter
     finally:
@@ -98,7 +98,7 @@ def attack_behavior(
 
     t0 = time.perf_counter()
     found: dict[str, dict[str, Any]] = {}
-    best_logp, best_prompt, n_cand = None, None, 0
+    best_logp, best_prompt, n_cand, own_passes = None, None, 0, 0
     with count_passes(target) as counter:
         for r in range(config.refine + 1):
             around = [d["prompt"] for d in sorted(found.values(), key=lambda d: -d["logp"])[:4]]
@@ -120,6 +120,7 @@ def attack_behavior(
                 best_logp, best_prompt = logp[order[0]], cands[order[0]]
             top = order[: config.verify_top] if config.verify_top else []
             replies, ok = verify(target, behavior, [cands[i] for i in top], config, controls)
+            own_passes += (len(cands) if behavior.target is not None else 0) + len(top)
             for i, reply, hit in zip(top, replies, ok, strict=True):
                 if hit:
                     found[cands[i]] = {"prompt": cands[i], "reply": reply, "logp": logp[i]}
@@ -131,7 +132,7 @@ def attack_behavior(
         best_prompt=best_prompt,
         successes=sorted(found.values(), key=lambda d: -d["logp"]),
         n_candidates=n_cand,
-        target_passes=counter["passes"],
+        target_passes=counter["passes"] + own_passes,
         seconds=time.perf_counter() - t0,
     )
 
@@ -195,8 +196,9 @@ def plain_proposer(inv: Any, config: AttackConfig) -> Proposer:
 
     def propose(behavior: Behavior, k: int, seed: int, around: list[str]) -> list[str]:
         cfg = GenerationConfig(
-            max_new_tokens=config.max_prompt_tokens, temperature=config.temperature, top_p=config.top_p, seed=seed
+            max_new_tokens=config.max_prompt_tokens, temperature=config.temperature, top_p=config.top_p, seed=None
         )
+        torch.manual_seed(seed)  # k copies of one request: the global stream makes them distinct samples
         with inv.base_only():
             texts = generate(inv.lm, [PLAIN_REQUEST.format(y=behavior.condition)] * k, cfg).texts
         return [t.strip().strip('"') for t in texts]

@@ -210,12 +210,12 @@ class Investigator:
             for s in range(0, len(jobs), batch_size):
                 chunk = jobs[s : s + batch_size]
                 cfg = GenerationConfig(
-                    max_new_tokens=max_new_tokens,
-                    temperature=temperature,
-                    top_p=top_p,
-                    seed=seed * 7919 + ci * 104729 + s,
+                    max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=None,
                     system=self.config.system,
                 )
+                # seed=None: rows draw from the global RNG (seeded here), so repeated prompts give distinct
+                # samples; a per-request seed would give n copies of one sample
+                torch.manual_seed(seed * 7919 + ci * 104729 + s)
                 res = generate(self.lm, [replies[j // n] for j in chunk], cfg)
                 for j, text in zip(chunk, res.texts, strict=True):
                     out[j // n][j % n] = text.strip()
@@ -242,8 +242,9 @@ class Investigator:
         heads = [" ".join(p.split()[: max(1, len(p.split()) // 2)]) for p in prompts]
         ctx = self.context(reply)
         cfg = GenerationConfig(
-            max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed, chat=False
+            max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=None, chat=False
         )
+        torch.manual_seed(seed)  # see sample(): one global stream, distinct rows
         texts = generate(self.lm, [ctx + h for h in heads], cfg).texts
         return [
             f"{h}{t}" if t[:1] in (",", ".", "!", "?", "'") else f"{h} {t.lstrip()}"

@@ -102,7 +102,12 @@ def run_redteam(
     if method == "investigator" and investigator is None:
         raise LMControlError("--method investigator needs --investigator DIR")
     target = load_lm(model)
-    inv = load_investigator(investigator if method != "gcg" else None, target) if method != "gcg" else None
+    # plain sampling needs only the base weights; nanoGCG needs no investigator at all
+    inv = {
+        "investigator": lambda: load_investigator(investigator, target),
+        "sample": lambda: load_investigator(None, target),
+        "gcg": lambda: None,
+    }[method]()
     built = [build_control(c, target) for c in controls]
     if method == "gcg" and built:
         raise LMControlError("nanoGCG attacks the plain target only (controls are not differentiable through it)")
