@@ -294,3 +294,26 @@ def test_embedded_dglm_sentiment_guidance_separates(embedded):
     pos = pipe(prompts, DGLMSettings(guides=(pipe.guide("sentiment", "positive", 10),)), cfg).texts
     neg = pipe(prompts, DGLMSettings(guides=(pipe.guide("sentiment", "negative", 10),)), cfg).texts
     assert sum(positive_probability(pos)) > sum(positive_probability(neg))
+
+
+@needs_artifacts
+@pytest.mark.slow
+def test_embedded_dglm_outputs_are_pinned(embedded):
+    """Greedy continuations behind DGLM's KV prefix, unchanged by the move onto lmcontrol.diffusion (DDIM proposals
+    are bitwise equal; ancestral ones agree to 5e-6, and the tokens are identical)."""
+    from lmcontrol.dglm.pipeline import DGLMPipeline
+    from lmcontrol.generation import GenerationConfig
+
+    pipe = DGLMPipeline.from_pretrained(embedded)
+    prompts = ["The new restaurant downtown", "I can't believe those idiots at the"]
+    cfg = GenerationConfig(max_new_tokens=12, chat=False, temperature=0.0)
+    plain = pipe(prompts, DGLMSettings(), cfg).token_ids
+    assert plain == [
+        [281, 260, 2240, 282, 1315, 2863, 30, 198, 504, 725, 15238, 21930],
+        [1638, 282, 1315, 27108, 30, 198, 57, 5248, 441, 2090, 638, 1083],
+    ]
+    avoid = DGLMSettings(guides=(pipe.guide("toxicity", "toxic", 20, away=True),), sampler="ancestral")
+    assert pipe(prompts, avoid, cfg).token_ids == [
+        [30, 198, 504, 725, 15238, 21930, 436, 253, 1109, 1379, 288, 3134],
+        [1112, 282, 260, 1194, 30, 198, 57, 5248, 441, 2090, 732, 288],
+    ]

@@ -212,3 +212,40 @@ def test_committed_artifact_samples() -> None:
     assert len(texts) == 4 and all(t.strip() for t in texts)
     texts = pipe(2, target=ControlTarget(length=12), settings=SampleSettings(steps=50))
     assert all(len(t.split()) == 12 for t in texts)
+
+
+@pytest.mark.slow
+def test_committed_artifact_samples_are_pinned() -> None:
+    """Fixed-seed samples of the committed model + classifiers (40 steps), unchanged by the move onto the shared
+    diffusion core (lmcontrol.diffusion)."""
+    from lmcontrol.diffusion_lm.config import DEFAULT_CLASSIFIER_DIR, DEFAULT_MODEL_DIR, DEFAULT_SPAN_CLASSIFIER_DIR
+
+    if not (DEFAULT_SPAN_CLASSIFIER_DIR / "model.safetensors").is_file():
+        pytest.skip("artifacts not committed")
+    pipe = DiffusionLMPipeline.from_pretrained(DEFAULT_MODEL_DIR, DEFAULT_CLASSIFIER_DIR, DEFAULT_SPAN_CLASSIFIER_DIR)
+    settings = SampleSettings(steps=40)
+    want = {
+        ControlTarget(): [
+            "For is a friendly at The . , Italian in near the .",
+            "There is a restaurant French a priced , of food It 5 out of Café . the rating rating friendly .",
+        ],
+        ControlTarget(attribute=("food", "Italian")): [
+            "The Italian Italian is there located located Locate Locate Italian near is riverside area",
+            "The is a Italian that - located located Locate is located located Locate located is .",
+        ],
+        ControlTarget(pos=("PROPN", "AUX", "DET", "NOUN", "PUNCT")): [
+            "downtown is a restaurant .",
+            "still is a restaurant .",
+        ],
+        ControlTarget(left="The Vaults is", right="in the city centre .", middle=6): [
+            "The Vaults is friendly at The . , Italian in the city centre .",
+            "The Vaults is restaurant a a priced is of in the city centre .",
+        ],
+    }
+    for target, texts in want.items():
+        assert pipe(2, target=target, settings=settings, seed=0) == texts
+    assert pipe(2, settings=SampleSettings(steps=40, sampler="ddim"), seed=3) == [
+        "The is is a Two that that there Curry Locate the , 4 price £ business range -",
+        "The Locate a Locate Locate family pub at is to the Locate . more food hamburgers It range sold . . "
+        "rating is 1 .",
+    ]

@@ -200,3 +200,57 @@ def test_fudge_completes_the_unfinished_last_word(tiny_dlm) -> None:
     scorer = DiffusionClassifierScorer(tiny_dlm, ControlTarget(length=3))
     assert scorer.completion("Ita") == "Italian" and scorer.completion("Vaults") == "Vaults"
     assert scorer.completion("zzz") == "zzz"  # no vocabulary word starts with it: left as is (→ UNK)
+
+
+# --- pinned outputs (the refactor onto lmcontrol.diffusion / lmcontrol.steering kept them token-identical) -------
+def test_tiny_pipeline_samples_are_pinned(tiny_dlm, classifiers) -> None:
+    pipe = DiffusionLMPipeline(tiny_dlm, *classifiers)
+    attr = pipe(3, target=ControlTarget(attribute=("food", "Italian")), settings=SampleSettings(steps=6), seed=1)
+    assert attr == [
+        "food the food the food food food food food the the the the the the the",
+        "food food the the food the food the food food food the food food food the",
+        "food the food the food the the the food food food food food food food food",
+    ]
+    words = tiny_dlm.vocab.words
+    infill = ControlTarget(left=words[5], right=words[6], middle=3)
+    assert pipe(3, target=infill, settings=SampleSettings(steps=6, sampler="ddim"), seed=1) == [
+        "The food food food a",
+        "The food the food a",
+        "The food food food a",
+    ]
+
+
+def test_fudge_outputs_are_pinned(tiny, tiny_dlm, classifiers) -> None:
+    from lmcontrol.generation import GenerationConfig, generate
+
+    prompts = ["Aromi is", "The Eagle"]
+    attr = DiffusionClassifierScorer(tiny_dlm, ControlTarget(attribute=("food", "Italian")), classifiers[0])
+    greedy = GenerationConfig(max_new_tokens=8, chat=False, temperature=0.0)
+    assert generate(tiny, prompts, greedy, [FudgeControl(attr, top_k=10, weight=3.0)]).token_ids == [
+        [314] * 8,
+        [23985] * 7 + [48416],
+    ]
+    length = FudgeControl(DiffusionClassifierScorer(tiny_dlm, ControlTarget(length=3)), top_k=10, always_eos=True)
+    sampled = GenerationConfig(max_new_tokens=10, temperature=1.0, seed=0, chat=False)
+    assert generate(tiny, prompts, sampled, [length]).token_ids == [
+        [3722, 10609, 26178, 46285],
+        [23985, 19410, 6294, 40118, 8692, 8692, 39716, 37555, 45943, 45943],
+    ]
+
+
+@pytest.mark.slow
+def test_committed_fudge_length_control_is_pinned(embedded) -> None:
+    """``--control fudge`` with the committed classifiers behind the committed E2E prefix (greedy)."""
+    from lmcontrol.controls import build_control, parse_control_spec
+    from lmcontrol.generation import GenerationConfig, generate
+
+    if not (REPO / "artifacts" / "prefix-e2e").is_dir():
+        pytest.skip("E2E prefix artifact not committed")
+    controls = [
+        build_control(parse_control_spec(f"prefix:{REPO / 'artifacts' / 'prefix-e2e'}"), embedded),
+        build_control(parse_control_spec("fudge:length=8,k=20"), embedded),
+    ]
+    cfg = GenerationConfig(max_new_tokens=16, temperature=0.0, chat=False)
+    out = generate(embedded, ["name : restaurant\n"] * 2, cfg, controls)
+    assert out.token_ids == [[504, 15238, 314, 3365, 378, 15238, 1673, 657]] * 2
+    assert all(len(e2e_words(t)) == 8 for t in out.texts)
