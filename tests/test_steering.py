@@ -29,7 +29,8 @@ class _Value(nn.Module):
 def _ctx(lm, input_ids: torch.Tensor, step: int) -> StepContext:  # noqa: ANN001
     b = input_ids.shape[0]
     rows = Rows([""] * b, [""] * b, list(range(b)), [{} for _ in range(b)])
-    return StepContext(step, lm, rows, input_ids, torch.ones_like(input_ids), torch.zeros(b, dtype=torch.bool))
+    finished = torch.zeros(b, dtype=torch.bool)
+    return StepContext(step=step, lm=lm, rows=rows, finished=finished, token_lists=input_ids.tolist())
 
 
 def test_top_k_rescoring_keeps_k_candidates_and_adds_the_weighted_score(tiny) -> None:
