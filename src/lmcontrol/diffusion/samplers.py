@@ -52,6 +52,40 @@ def _steps(x: torch.Tensor, timesteps: Timesteps) -> Iterator[_Step]:
         yield _Step(i, timesteps.t[i].expand(b), ab.expand(b), timesteps.t[i + 1].expand(b), ab, ab_prev)
 
 
+Update = Callable[[torch.Tensor, Prediction, _Step, torch.Generator | None], tuple[torch.Tensor, ...]]
+
+
+def _walk(
+    denoiser: Denoiser,
+    x: torch.Tensor,
+    timesteps: Timesteps,
+    update: Update,
+    generator: torch.Generator | None,
+    callback: Callback | None,
+    corrector: Corrector | None,
+) -> torch.Tensor:
+    """The loop every sampler shares: predict, step with ``update(x, pred, step, generator) -> (x_prev, mean,
+    std)`` (or land on x̂0 when the target is clean), correct, report."""
+    x = x.clone()
+    for step in _steps(x, timesteps):
+        pred = denoiser(x, step.t, step.alpha_bar)
+        if float(step.ab_prev) >= CLEAN:
+            x, mean, std = pred.x0, pred.x0, torch.zeros((), dtype=x.dtype)
+        else:
+            x, mean, std = update(x, pred, step, generator)
+        if corrector is not None:
+            x = corrector(x, mean, std.to(x.dtype), step.t_prev)
+        if callback is not None:
+            callback(step.i, x, pred.x0)
+    return x
+
+
+def _ddim_update(x: torch.Tensor, pred: Prediction, step: _Step, generator: torch.Generator | None):  # noqa: ANN202
+    """x_s = α_s x̂0 + σ_s ε̂ (Song et al. 2021, eq. 12 with η = 0); a corrector sees std 0 and x_s as the mean."""
+    x_prev = as_coef(step.ab_prev.sqrt(), x) * pred.x0 + as_coef((1 - step.ab_prev).sqrt(), x) * pred.eps
+    return x_prev, x_prev.detach(), torch.zeros((), dtype=x.dtype)
+
+
 def sample_ddim(
     denoiser: Denoiser,
     x: torch.Tensor,
@@ -63,19 +97,7 @@ def sample_ddim(
 ) -> torch.Tensor:
     """Deterministic DDIM (Song et al. 2021, eq. 12 with η = 0): x_s = α_s x̂0 + σ_s ε̂. ``generator`` is unused;
     a corrector sees std = 0 and the DDIM point as its mean. Returns the final x̂0 (same shape as x)."""
-    del generator  # deterministic
-    x = x.clone()
-    for i, t, ab_t, t_prev, _, ab_prev in _steps(x, timesteps):
-        pred = denoiser(x, t, ab_t)
-        if float(ab_prev) >= CLEAN:
-            x = pred.x0
-        else:
-            x = as_coef(ab_prev.sqrt(), x) * pred.x0 + as_coef((1 - ab_prev).sqrt(), x) * pred.eps
-        if corrector is not None:
-            x = corrector(x, x.detach(), torch.zeros((), dtype=x.dtype), t_prev)
-        if callback is not None:
-            callback(i, x, pred.x0)
-    return x
+    return _walk(denoiser, x, timesteps, _ddim_update, None, callback, corrector)
 
 
 def posterior(
@@ -118,21 +140,13 @@ def sample_ancestral(
     """
     if not 0.0 <= var_interp <= 1.0:
         raise LMControlError(f"var_interp must be in [0, 1], got {var_interp}")
-    x = x.clone()
-    for i, t, ab_t, t_prev, ab, ab_prev in _steps(x, timesteps):
-        pred = denoiser(x, t, ab_t)
-        if float(ab_prev) >= CLEAN:
-            mean, std = pred.x0, torch.zeros(())
-            x = mean
-        else:
-            mean, std = posterior(pred.x0, x, ab, ab_prev, var_interp)
-            noise = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
-            x = mean + as_coef(std, x) * noise
-        if corrector is not None:
-            x = corrector(x, mean, std.to(x.dtype), t_prev)
-        if callback is not None:
-            callback(i, x, pred.x0)
-    return x
+
+    def update(x: torch.Tensor, pred: Prediction, step: _Step, generator: torch.Generator | None):  # noqa: ANN202
+        mean, std = posterior(pred.x0, x, step.ab, step.ab_prev, var_interp)
+        noise = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
+        return mean + as_coef(std, x) * noise, mean, std
+
+    return _walk(denoiser, x, timesteps, update, generator, callback, corrector)
 
 
 SAMPLERS: dict[str, Callable[..., torch.Tensor]] = {"ancestral": sample_ancestral, "ddim": sample_ddim}
