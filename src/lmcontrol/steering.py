@@ -10,7 +10,7 @@
 - ``TopKRescoring`` — keep the top-k next tokens, add w · score(candidate) to each and drop the rest: FUDGE
   (Yang & Klein 2021, eq. 3: log p(x | prefix) + w log p(a | prefix + x)) and prefix-scorer controlled decoding
   (Mudgal et al. 2023: log p(z | x, y) + β V([x, y, z])) are both this with a different scorer
-  (``dglm.baselines.ProbeFudge``, ``diffusion_lm.fudge.FudgeControl``, ``recontrol.baselines.ControlledDecoding``).
+  (``dglm.baselines.ProbeFudge``, ``diffusion_lm.control.FudgeControl``, ``recontrol.baselines.ControlledDecoding``).
 
 Registered as ``system`` and ``best-of`` by ``lmcontrol.steering_plugin``.
 """
