@@ -11,10 +11,10 @@ import torch
 
 from lmcontrol import LMControlError
 from lmcontrol.generation import GenerationConfig, build_prefill, forward_hidden, generate, tokenize_prompts
-from lmcontrol.prefix.config import PrefixConfig
+from lmcontrol.prefix.config import PrefixConfig, PrefixRun
 from lmcontrol.prefix.control import PrefixLibrary
 from lmcontrol.prefix.model import Prefix, config_for, load_prefix
-from lmcontrol.prefix.train import PrefixRun, encode_pairs, prefix_loss, train_prefix
+from lmcontrol.prefix.train import encode_pairs, prefix_loss, train_prefix
 from lmcontrol.scoring import collate
 from lmcontrol.training import TrainConfig
 
@@ -110,7 +110,7 @@ def test_training_loss_is_the_score_behind_the_prefix(tiny):
     lib = PrefixLibrary({"p": p}, default="p", per_row=False)
     scored = score(tiny, prompts, targets, [lib], append_eos=True)
     want = -float(torch.cat(scored.token_logprobs).mean())
-    assert float(prefix_loss(tiny, p, batch)) == pytest.approx(want, abs=1e-5)
+    assert float(prefix_loss(tiny, p, batch).detach()) == pytest.approx(want, abs=1e-5)
 
 
 def _data(tmp_path: Path, rows: list[dict]) -> str:

@@ -18,11 +18,12 @@ import dataclasses
 import json
 import logging
 import math
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lmcontrol import LMControlError
-from lmcontrol.artifacts import atomic_write_text, fsync_file
+from lmcontrol.artifacts import atomic_write_text
 from lmcontrol.bench.suite import BenchMethod, BenchSuite, Row
 
 if TYPE_CHECKING:
@@ -154,7 +155,8 @@ def generate_all(
                 if row.get("reference"):
                     record["reference"] = row["reference"]
                 f.write(json.dumps(record, ensure_ascii=False) + "\n")
-            fsync_file(f)  # a killed run keeps every finished unit
+            f.flush()
+            os.fsync(f.fileno())  # a killed run keeps every finished unit
             if task is not None:
                 progress.advance(task)
 

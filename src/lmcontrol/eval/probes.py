@@ -28,6 +28,7 @@ from torch import nn
 
 from lmcontrol import LMControlError
 from lmcontrol.artifacts import PretrainedMixin
+from lmcontrol.eval.config import ProbeTrainConfig
 from lmcontrol.settings import ARTIFACTS_DIR
 
 log = logging.getLogger(__name__)
@@ -136,19 +137,6 @@ def load_probe(name_or_path: str) -> LinearProbe:
 
 # ---------------------------------------------------------------------------------------------------------
 # training
-
-
-@dataclasses.dataclass(frozen=True)
-class ProbeTrainConfig:
-    data: str  # registered data set (sst2, ag_news, jigsaw, ...) or a local file
-    text_column: str = "text"
-    label_column: str = "label"
-    limit: int | None = None  # random subsample of the training rows (None = all)
-    eval_split: str | None = None  # None = the data set's own (sst2 dev, ag_news/jigsaw test) or a holdout
-    holdout: float = 0.2  # share of the rows held out when there is no evaluation split
-    encoder: str | None = None
-    seed: int = 0
-    cs: tuple[float, ...] = (0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0)  # LogisticRegression C grid
 
 
 def _rows(

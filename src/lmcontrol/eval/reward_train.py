@@ -10,7 +10,6 @@ HH-RLHF ``harmless-base`` + ``helpful-base`` pairs (``--data hh-rlhf``), one sub
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from collections.abc import Sequence
 from typing import Any
@@ -19,6 +18,7 @@ import numpy as np
 import torch
 
 from lmcontrol import LMControlError
+from lmcontrol.eval.config import RewardTrainConfig
 from lmcontrol.eval.reward import (
     BTRewardModel,
     RewardConfig,
@@ -28,31 +28,6 @@ from lmcontrol.eval.reward import (
 )
 
 log = logging.getLogger(__name__)
-
-
-@dataclasses.dataclass(frozen=True)
-class RewardTrainConfig:
-    data: str = "hh-rlhf"
-    heldout: float = 0.2  # share of pairs held out for the reported accuracy
-    val: float = 0.1  # share of the remaining pairs used for early stopping
-    epochs: int = 40
-    batch_size: int = 64
-    lr: float = 1e-3
-    weight_decay: float = 0.05
-    hidden: int = 64
-    heads: int = 4
-    dropout: float = 0.3
-    seed: int = 0
-    encoder: str | None = None
-    limit: int | None = None  # use only the first N pairs (quick runs)
-
-    def __post_init__(self) -> None:
-        if not (0 < self.heldout < 1 and 0 < self.val < 1 and self.heldout + self.val < 1):
-            raise LMControlError(
-                f"heldout and val must be in (0, 1) with a sum < 1, got {self.heldout}, {self.val}"
-            )
-        if self.epochs < 1 or self.batch_size < 1:
-            raise LMControlError("epochs and batch_size must be >= 1")
 
 
 def load_pairs(spec: str, limit: int | None = None) -> list[dict[str, Any]]:

@@ -258,27 +258,19 @@ def evaluate_compression(
 
 
 def run_compress_command(
+    cfg: CompressConfig,
     *,
     prompt_file: Path,
     out: Path,
-    tokens: int,
     inputs: Path | None,
-    steps: int,
-    lr: float,
-    seed: int,
     model: str | None,
     resume: bool,
-    samples: int = 2,
-    batch_size: int = 4,
     evaluate: bool = True,
 ) -> dict[str, Any]:
     """Body of ``lmcontrol compress`` (arguments documented on the CLI)."""
     from lmcontrol.models import load_lm
 
-    cfg = CompressConfig(tokens=tokens, steps=steps, lr=lr, seed=seed, samples_per_input=samples, batch_size=batch_size)
     spec = load_prompt_spec(prompt_file, inputs)
-    if resume and not (out / "checkpoint" / "state.json").is_file():
-        raise LMControlError(f"--resume: no checkpoint in {out / 'checkpoint'}")
     lm = load_lm(model)
     prompt, metrics = compress_prompt(lm, spec, cfg, out, resume=resume)
     if evaluate and spec.heldout:
@@ -289,7 +281,7 @@ def run_compress_command(
         data=f"{len(spec.train)} user inputs x {cfg.samples_per_input} teacher responses ({prompt_file})",
         metrics=metrics,
         extra={"compress_config": dataclasses.asdict(cfg), "prompt_name": spec.name},
-        description=f"The prompt '{spec.name}' ({metrics['prompt_tokens']} tokens) distilled into {tokens} soft "
+        description=f"The prompt '{spec.name}' ({metrics['prompt_tokens']} tokens) distilled into {cfg.tokens} soft "
         "key/value tokens (gisting-style KL distillation, Mu et al. 2023). Use: --control compressed:DIR",
     )
     return metrics

@@ -1,4 +1,4 @@
-"""Configs for prefix-tuning (Li & Liang 2021) and prompt compression (Mu et al. 2023, gisting)."""
+"""Configs for prefix-tuning (Li & Liang 2021), its training run, and prompt compression (Mu et al. 2023, gisting)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ class PrefixConfig:
     """Shape and training-time parameterisation of one key/value prefix.
 
     Attributes:
-        length: number of virtual tokens m (Li & Liang use 5-10 for table-to-text).
+        length: prefix length m, the number of virtual tokens (Li & Liang use 5-10 for table-to-text).
         num_layers, num_kv_heads, head_dim: the base model's attention geometry (filled from ``ModelInfo``).
         hidden_size: the base model's hidden size d (size of the prefix embedding before the MLP).
         reparam_hidden: mid width of the reparameterisation MLP (Li & Liang §4.3: 512 for GPT-2); 0 = train the
@@ -65,11 +65,15 @@ class CompressConfig:
 
     Attributes:
         tokens: k, the number of soft tokens.
-        steps, lr, batch_size: optimisation of the KV tensors (trained directly, no MLP).
+        steps: optimiser steps on the KV tensors (trained directly, no MLP).
+        lr: AdamW learning rate on the KV tensors.
+        batch_size: teacher responses per step.
         samples_per_input: teacher responses per user input (1 greedy + the rest sampled at ``temperature``).
+        temperature: sampling temperature of the teacher's extra responses.
         max_new_tokens: teacher response length.
         top_k: teacher distribution kept per position (renormalised) for the KL.
         chat: P is given as the chat template's system message (True) or prepended as plain text.
+        seed: seed of the teacher samples and the batches.
     """
 
     tokens: int = 16
@@ -89,3 +93,38 @@ class CompressConfig:
             raise LMControlError(f"--tokens must be an integer >= 1, got {self.tokens}")
         if self.steps < 1 or self.batch_size < 1 or self.samples_per_input < 1 or self.top_k < 1:
             raise LMControlError("steps, batch size, samples per input and top_k must be >= 1")
+
+
+@dataclasses.dataclass(frozen=True)
+class PrefixRun:
+    """One ``train prefix`` invocation: the data and the evaluation (what the CLI and the benchmark both call).
+
+    Attributes:
+        data: data spec the data module reads (name[:subset] or a file); its 'train' split is used.
+        input_field: input field of the data (the ``{input}`` of the template).
+        target_field: target field of the data.
+        examples: training examples (a seeded sample; None = all).
+        batch_size: examples per step.
+        max_length: tokens per example (prompt + target).
+        eval_data: data with references to score with BLEU / ROUGE-L (for e2e: e2e:tokenized; None = none).
+        eval_split: split of ``eval_data`` to score.
+        eval_n: test rows to score (0 = no evaluation).
+        max_new_tokens: tokens generated per test row.
+    """
+
+    data: str = "e2e"
+    input_field: str = "src"
+    target_field: str = "text"
+    examples: int | None = 2000
+    batch_size: int = 8
+    max_length: int = 128
+    eval_data: str | None = None
+    eval_split: str = "test"
+    eval_n: int = 100
+    max_new_tokens: int = 40
+
+    def __post_init__(self) -> None:
+        if self.examples is not None and self.examples < 1:
+            raise LMControlError(f"--examples must be >= 1, got {self.examples}")
+        if self.batch_size < 1 or self.max_length < 2 or self.eval_n < 0 or self.max_new_tokens < 1:
+            raise LMControlError("batch size, max length (>= 2), eval_n (>= 0) and max_new_tokens must be positive")

@@ -17,7 +17,7 @@ import torch
 
 from lmcontrol import LMControlError
 from lmcontrol.artifacts import CONFIG_NAME, read_meta
-from lmcontrol.controls import Control, Rows, SoftPrompt
+from lmcontrol.controls import Control, ControlSpec, Rows, SoftPrompt
 from lmcontrol.prefix.model import CompressedPrompt, Prefix, load_prefix
 
 if TYPE_CHECKING:
@@ -110,3 +110,19 @@ def single_prefix_control(path: str | Path, lm: LanguageModel) -> PrefixLibrary:
     prefix = load_prefix(str(path), lm)
     name = Path(path).name
     return PrefixLibrary({name: prefix}, default=name, per_row=False)
+
+
+def prefix_from_spec(spec: ControlSpec, lm: LanguageModel) -> PrefixLibrary:
+    """``prefix:DIR`` / ``compressed:DIR``: one prefix artifact for every row."""
+    spec.check_keys(())
+    if len(spec.args) != 1:
+        raise LMControlError(f"--control {spec.text}: give one artifact directory, e.g. {spec.kind}:DIR")
+    return single_prefix_control(spec.args[0], lm)
+
+
+def prefix_library_from_spec(spec: ControlSpec, lm: LanguageModel) -> PrefixLibrary:
+    """``prefix-library:DIR``: every prefix artifact under DIR; each row's ``prefix`` field picks its own."""
+    spec.check_keys(())
+    if len(spec.args) != 1:
+        raise LMControlError(f"--control {spec.text}: give one directory, e.g. {spec.kind}:DIR")
+    return PrefixLibrary.from_dir(spec.args[0], lm)

@@ -43,6 +43,18 @@ def config_for(lm: LanguageModel, **overrides: object) -> PrefixConfig:
     )
 
 
+def with_geometry(config: PrefixConfig, lm: LanguageModel) -> PrefixConfig:
+    """``config`` with the attention geometry of ``lm`` (the CLI builds the config before loading the model)."""
+    info = lm.info
+    return dataclasses.replace(
+        config,
+        num_layers=info.num_layers,
+        num_kv_heads=info.num_kv_heads,
+        head_dim=info.head_dim,
+        hidden_size=info.hidden_size,
+    )
+
+
 @torch.no_grad()
 def words_kv(lm: LanguageModel, text: str, length: int) -> torch.Tensor:
     """The model's keys/values of ``text`` cut (or cycled) to ``length`` tokens: (L, 2, H_kv, m, head_dim)."""

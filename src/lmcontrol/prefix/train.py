@@ -24,8 +24,9 @@ import torch
 
 from lmcontrol import LMControlError
 from lmcontrol.controls import Control, SoftPrompt
-from lmcontrol.prefix.config import PrefixConfig
-from lmcontrol.prefix.model import Prefix, config_for
+from lmcontrol.prefix.config import PrefixConfig, PrefixRun
+from lmcontrol.prefix.control import PrefixLibrary
+from lmcontrol.prefix.model import Prefix, with_geometry
 from lmcontrol.scoring import TargetBatch, collate, target_loss, target_token_ids
 from lmcontrol.training import TrainConfig, step_generator, train_loop
 
@@ -101,22 +102,6 @@ def prefix_loss(lm: LanguageModel, prefix: Prefix, batch: TargetBatch) -> torch.
 # training + evaluation
 
 
-@dataclasses.dataclass(frozen=True)
-class PrefixRun:
-    """One ``train prefix`` invocation (what the CLI and the benchmark both call)."""
-
-    data: str = "e2e"
-    input_field: str = "src"
-    target_field: str = "text"
-    examples: int | None = 2000
-    batch_size: int = 8
-    max_length: int = 128
-    eval_data: str | None = None  # e.g. "e2e:tokenized"; None = no evaluation
-    eval_split: str = "test"
-    eval_n: int = 100
-    max_new_tokens: int = 40
-
-
 def train_prefix(
     lm: LanguageModel,
     prefix_config: PrefixConfig,
@@ -169,8 +154,6 @@ def train_prefix(
 
 
 def merged_control(prefix: Prefix) -> Control:
-    from lmcontrol.prefix.control import PrefixLibrary
-
     return PrefixLibrary({"prefix": prefix}, default="prefix", per_row=False)
 
 
@@ -207,64 +190,30 @@ def evaluate_e2e_style(
 
 
 def run_train_command(
+    prefix_config: PrefixConfig,
+    train_config: TrainConfig,
+    run: PrefixRun,
     *,
-    data: str,
-    split: str,
-    examples: int | None,
-    length: int,
-    steps: int,
-    batch_size: int,
-    lr: float,
-    reparam_hidden: int,
-    init: str,
-    init_text: str,
-    template: str,
-    chat: bool,
-    input_field: str,
-    target_field: str,
-    max_length: int,
-    eval_data: str | None,
-    eval_n: int,
-    seed: int,
     model: str | None,
     out: Path,
     resume: bool,
-    checkpoint_every: int,
 ) -> dict[str, Any]:
-    """Body of ``lmcontrol train prefix`` (arguments documented on the CLI)."""
+    """Body of ``lmcontrol train prefix``: fills the model's geometry, the E2E evaluation default and the
+    warm-up / logging intervals, then trains."""
     from lmcontrol.models import load_lm
 
-    if split != "train":
-        raise LMControlError("train prefix reads the 'train' split; pass another file with --data instead")
-    if examples is not None and examples < 1:
-        raise LMControlError(f"--examples must be >= 1, got {examples}")
-    if resume and not (out / "checkpoint" / "state.json").is_file():
-        raise LMControlError(f"--resume: no checkpoint in {out / 'checkpoint'}")
-    if eval_data is None and data.strip().lower() == "e2e":
-        eval_data = "e2e:tokenized"  # the test split in the same (PTB) tokenization as the e2e train targets
-    lm = load_lm(model)
-    prefix_config = config_for(
-        lm, length=length, reparam_hidden=reparam_hidden, init=init, init_text=init_text, template=template, chat=chat
-    )
-    train_config = TrainConfig(
-        steps=steps,
-        lr=lr,
-        seed=seed,
-        warmup_steps=min(10, steps // 10),
-        checkpoint_every=checkpoint_every,
-        log_every=max(1, min(25, steps)),
-    )
-    run = PrefixRun(
-        data=data,
-        input_field=input_field,
-        target_field=target_field,
-        examples=examples,
-        batch_size=batch_size,
-        max_length=max_length,
-        eval_data=eval_data if eval_n > 0 else None,
-        eval_n=eval_n,
+    if run.eval_data is None and run.data.strip().lower() == "e2e":
+        # the test split in the same (PTB) tokenization as the e2e train targets
+        run = dataclasses.replace(run, eval_data="e2e:tokenized")
+    if run.eval_n == 0:
+        run = dataclasses.replace(run, eval_data=None)
+    steps = train_config.steps
+    train_config = dataclasses.replace(
+        train_config, warmup_steps=min(10, steps // 10), log_every=max(1, min(25, steps))
     )
     # fail on a missing field before the model does any work
-    load_pairs(data, input_field, target_field, 1, seed)
+    load_pairs(run.data, run.input_field, run.target_field, 1, train_config.seed)
+    lm = load_lm(model)
+    prefix_config = with_geometry(prefix_config, lm)
     _, metrics = train_prefix(lm, prefix_config, train_config, run, out, resume=resume)
     return metrics

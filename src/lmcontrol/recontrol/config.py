@@ -27,11 +27,11 @@ class ValueNetworkConfig:
     which makes the gradient-ascent step size comparable across models.
     """
 
-    hidden_size: int = 576
-    depth: int = 3
-    width: int = 576
-    activation: str = "relu"
-    norm_input: bool = True
+    hidden_size: int = 576  # d, the LM's hidden size (filled from the model)
+    depth: int = 3  # value-network linear layers (2 or 3)
+    width: int = 576  # value-network width
+    activation: str = "relu"  # relu, gelu, silu or tanh
+    norm_input: bool = True  # standardise h with the training states' mean / std
     format_version: int = FORMAT_VERSION
 
     def __post_init__(self) -> None:
@@ -56,14 +56,14 @@ class RolloutConfig:
     is rolled out several times, which the per-prompt baseline of ``ValueTrainConfig`` needs.
     """
 
-    prompts: str = "hh-rlhf:harmless-base"
-    max_new_tokens: int = 48
-    temperature: float = 0.7  # sampling gives the value net a spread of rewards to learn from
-    top_p: float = 0.95
-    samples: int = 1  # responses per prompt
-    batch_size: int = 16
-    site: str = "final"
-    seed: int = 0
+    prompts: str = "hh-rlhf:harmless-base"  # data set whose first human turns are the prompts (its 'train' part)
+    max_new_tokens: int = 48  # tokens per rollout
+    temperature: float = 0.7  # sampling temperature of the rollouts (a spread of rewards to learn from)
+    top_p: float = 0.95  # nucleus sampling of the rollouts
+    samples: int = 1  # rollouts per prompt (> 1 for --baseline prompt)
+    batch_size: int = 16  # rollout batch size
+    site: str = "final"  # edit site: 'final' (after the final norm) or 'layer:L'
+    seed: int = 0  # seed of the rollouts
 
     def __post_init__(self) -> None:
         if self.max_new_tokens < 1 or self.samples < 1 or self.batch_size < 1:
@@ -87,9 +87,9 @@ class ValueTrainConfig:
     ``val_fraction`` of the *prompts* (all their rollouts) is held out for the card's validation figures.
     """
 
-    target: str = "bellman"
-    baseline: str = "none"
-    val_fraction: float = 0.1
+    target: str = "bellman"  # value target: bellman (TD(0), paper eq. 8) or mc (Monte-Carlo return)
+    baseline: str = "none"  # none, or prompt (reward minus the mean reward of the prompt's rollouts)
+    val_fraction: float = 0.1  # share of the prompts held out for the card's validation figures
 
     def __post_init__(self) -> None:
         if self.target not in TARGETS:
@@ -108,10 +108,10 @@ class ReControlConfig:
     state off the manifold the LM head was trained on.
     """
 
-    step_size: float = 0.5
-    steps: int = 5
-    site: str = "final"
-    max_norm: float = 0.0
+    step_size: float = 0.5  # gradient-ascent step size on V(h + u)
+    steps: int = 5  # control updates per token
+    site: str = "final"  # edit site: 'final' or 'layer:L'
+    max_norm: float = 0.0  # clip ||u|| to this share of ||h|| (0 = off)
 
     def __post_init__(self) -> None:
         if (
