@@ -569,8 +569,10 @@ def check_config_encoder(encoder: str, artifact: Path) -> str:
     trusted = {e.strip() for e in os.environ.get(TRUSTED_ENCODERS_ENV, "").split(",") if e.strip()}
     if encoder in KNOWN_ENCODERS or encoder in trusted:
         return encoder
+    root = artifact.resolve()
     inside = (artifact / encoder).resolve()
-    if not Path(encoder).is_absolute() and inside.is_relative_to(artifact.resolve()) and inside.is_dir():
+    relative = bool(encoder) and not Path(encoder).is_absolute()
+    if relative and inside != root and inside.is_relative_to(root) and inside.is_dir():
         return str(inside)
     raise corrupt(
         artifact,

@@ -342,10 +342,10 @@ def encoder_id(name: str | None = None) -> str:
 @functools.lru_cache(maxsize=2)
 def load_encoder(name: str | None = None) -> SentenceTransformer:
     """Load a sentence-transformers encoder (default: the packaged all-MiniLM-L6-v2, 384-d) on the CPU."""
-    from sentence_transformers import SentenceTransformer
-
     path = encoder_path(name)
     refuse_pickle_weights(Path(path), "sentence encoder")
+    from sentence_transformers import SentenceTransformer
+
     try:
         return SentenceTransformer(
             path, device="cpu", local_files_only=local_only(path), model_kwargs={"use_safetensors": True}

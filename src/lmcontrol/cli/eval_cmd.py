@@ -67,8 +67,8 @@ def run_eval(file: Path, metrics: str, output: Path | None, judge: str | None) -
     rows = load_file(file)
     if not rows:
         raise LMControlError(f"{file} has no rows")
-    check_rows(rows, parsed, where=str(file))
     check_row_types(rows, str(file))
+    check_rows(rows, parsed, where=str(file))
     groups = group_rows(rows)
     ctx = EvalContext(judge=judge, chat=all(r.get("chat") is True for r in rows))
     console = Console(stderr=True)

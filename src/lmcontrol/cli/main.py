@@ -42,6 +42,10 @@ def _quiet_libraries() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     for noisy in ("huggingface_hub", "transformers", "accelerate", "sentence_transformers"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
+    if "transformers" in sys.modules:  # imported before us (tests, notebooks): the env var came too late
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
 
 
 @app.command()
@@ -79,6 +83,8 @@ def generate(
     """Generate continuations, optionally under one or more controls."""
     from lmcontrol.cli.generate_cmd import run_generate
 
+    if prefix_library is not None and not prefix_library.is_dir():
+        fail(f"--prefix-library {prefix_library} is not a directory")
     run_generate(
         prompt=prompt,
         prompts_file=prompts,
@@ -129,7 +135,9 @@ def demo(
 ) -> None:
     """Show the embedded model with and without controls, side by side."""
     from lmcontrol.cli.demo_cmd import run_demo
+    from lmcontrol.cli.generate_cmd import check_generation_flags
 
+    check_generation_flags(max_new_tokens, [], 1)
     run_demo(max_new_tokens=max_new_tokens)
 
 

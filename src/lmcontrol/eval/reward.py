@@ -191,11 +191,11 @@ def _sentiment(prompts: list[str], responses: list[str]) -> list[float]:
 def _hf_model(name: str) -> tuple[object, object]:
     from pathlib import Path
 
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
     from lmcontrol.models import local_only, refuse_pickle_weights
 
     refuse_pickle_weights(Path(name), "reward model")
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
     offline = local_only(name)  # never reach the network for a local path or when the hub is unreachable
     try:
         tokenizer = AutoTokenizer.from_pretrained(name, local_files_only=offline)
