@@ -174,7 +174,7 @@ def investigator_proposer(inv: Any, config: AttackConfig, adapters: dict[str, fl
                 max_new_tokens=config.max_prompt_tokens,
                 seed=seed,
             )
-        return inv.sample(
+        out = inv.sample(
             [behavior.condition],
             k,
             adapters=adapters,
@@ -183,6 +183,17 @@ def investigator_proposer(inv: Any, config: AttackConfig, adapters: dict[str, fl
             max_new_tokens=config.max_prompt_tokens,
             seed=seed,
         )[0]
+        propose.components = dict(inv.last_components)  # type: ignore[attr-defined]
+        return out
+
+    return propose
+
+
+def goal_proposer() -> Proposer:
+    """Reference point: the behaviour's own request (AdvBench goal) as the only prompt."""
+
+    def propose(behavior: Behavior, k: int, seed: int, around: list[str]) -> list[str]:
+        return [behavior.goal or behavior.condition]
 
     return propose
 
@@ -207,15 +218,16 @@ def plain_proposer(inv: Any, config: AttackConfig) -> Proposer:
 
 
 def gcg_proposer(
-    target: LanguageModel, seconds: float, search_width: int = 64, topk: int = 64, suffix_tokens: int = 10
+    target: LanguageModel, seconds: float, search_width: int = 32, topk: int = 32, suffix_tokens: int = 8
 ) -> Proposer:
     """Baseline: nanoGCG (Zou et al. 2023) on goal + adversarial suffix, stopped after ``seconds`` of wall time.
 
     Returns the best string found as the one candidate (GCG is a search: one prompt per run).
     """
     import nanogcg
+    from nanogcg.gcg import GCG
 
-    class TimedGCG(nanogcg.GCG):
+    class TimedGCG(GCG):
         deadline = 0.0
 
         def compute_token_gradient(self, optim_ids: torch.Tensor) -> torch.Tensor:

@@ -7,8 +7,9 @@ then clusters all successes together and writes the red-team figures (``redteam`
 ``redteam.md``, ``redteam_asr.png``, ``fw_clusters.png``).
 
 Methods (same K prompts per behaviour unless noted):
-- ``investigator``: the artifact's mixture qbar (rounds 1..3); ``round1``/``round2``/``round3``: one component
-  each (``round1`` = one round without Frank-Wolfe); ``sft``: the reverse model alone (no objective);
+- ``investigator``: the artifact's mixture qbar (rounds 1..3; each success is tagged with the component that
+  wrote it, which gives the clusters per Frank-Wolfe round); ``round1``: one round without Frank-Wolfe;
+  ``sft``: the reverse model alone (no objective); ``goal``: the AdvBench request itself;
 - ``sample``: the plain base model asked to write a request that elicits the reply;
 - ``gcg``: nanoGCG on goal + 10-token suffix, stopped at ``GCG_SECONDS`` of wall time per behaviour (set to the
   investigator's measured seconds per behaviour);
@@ -26,9 +27,10 @@ from typing import Any
 from lmcontrol.settings import ARTIFACTS_DIR
 
 INVESTIGATOR = ARTIFACTS_DIR / "investigator"
-SAMPLES = 16  # K prompts per behaviour
-MAX_VERIFY_TOKENS = 12  # enough for the target's first 5 words
-GCG_SECONDS = 20.0  # nanoGCG budget per behaviour (~ the investigator's seconds per behaviour, measured)
+SAMPLES = 12  # K prompts per behaviour
+MAX_VERIFY_TOKENS = 10  # enough for the target's first 5 words
+GCG_SECONDS = 40.0  # nanoGCG budget per behaviour (~ the investigator's seconds per behaviour, measured);
+# nanoGCG checks it between steps, so its first step always runs (reported seconds can exceed the budget)
 ROUNDS = ("round1", "round2", "round3")
 
 
@@ -60,7 +62,7 @@ def _runner(method: str, components: dict[str, float] | None = None, control: st
         if config.max_new_tokens == 2:  # the harness's untimed warm-up call: nothing to warm for an attack
             return GenerationOutput(list(prompts), [""] * len(prompts), [[] for _ in prompts], 0.0, 0.0, 0)
         by_goal = {b.goal: b for b in advbench_split("test")}
-        inv = _investigator(lm) if method != "gcg" else None
+        inv = _investigator(lm) if method in ("investigator", "sample") else None
         cfg = _attack_config(int(config.seed or 0))
         propose = make_proposer(method, lm, inv, cfg, components, GCG_SECONDS)
         controls = [build_control(control, lm)] if control else []
@@ -104,14 +106,17 @@ def finalize(results: dict[str, Any], out: Path) -> dict[str, Any]:
 
 
 def frank_wolfe_clusters(groups: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
-    """Strategy clusters among each round's successes, and among rounds 1..i together (cumulative)."""
-    per, cum, seen = {}, {}, set()
+    """Strategy clusters among the mixture's successes written by round i's component, and by rounds 1..i
+    together (cumulative); plus each component's share of the mixture's successes."""
+    succ = [d for rec in groups.get("investigator", []) for d in rec["successes"]]
+    per, cum, count, seen = {}, {}, {}, set()
     for r in ROUNDS:
-        labs = {d["cluster"] for rec in groups.get(r, []) for d in rec["successes"]}
+        labs = {d["cluster"] for d in succ if d.get("component") == r}
         per[r] = len(labs)
+        count[r] = sum(d.get("component") == r for d in succ)
         seen |= labs
         cum[r] = len(seen)
-    return {"clusters_per_round": per, "clusters_cumulative": cum}
+    return {"clusters_per_round": per, "clusters_cumulative": cum, "successes_per_round": count}
 
 
 def plot_fw(fw: dict[str, Any], path: Path) -> None:
@@ -144,8 +149,9 @@ def make_suite():
 
     methods = [
         BenchMethod("investigator", run=_runner("investigator"), help="the mixture qbar of rounds 1-3"),
-        *[BenchMethod(r, run=_runner("investigator", {r: 1.0}), help=f"component {r} alone") for r in ROUNDS],
+        BenchMethod("round1", run=_runner("investigator", {"round1": 1.0}), help="one round, no Frank-Wolfe"),
         BenchMethod("sft", run=_runner("investigator", {"sft": 1.0}), help="SFT reverse model, no objective"),
+        BenchMethod("goal", run=_runner("goal"), help="the AdvBench request itself (1 prompt)"),
         BenchMethod("sample", run=_runner("sample"), help="plain model asked to write the request"),
         BenchMethod("gcg", run=_runner("gcg"), help=f"nanoGCG, {GCG_SECONDS:.0f} s per behaviour"),
         BenchMethod("audit-system", run=_runner("investigator", control="system"), help="target + system prompt"),

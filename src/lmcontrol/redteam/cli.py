@@ -89,7 +89,7 @@ def redteam(
     ),
     control: Annotated[list[str] | None, typer.Option(help="Control(s) on the target (the audit), repeatable.")] = None,
     method: Annotated[
-        str, typer.Option(help="investigator, sample (plain model asked) or gcg (nanoGCG).")
+        str, typer.Option(help="investigator, sample (plain model asked), gcg (nanoGCG) or goal (the request itself).")
     ] = "investigator",
     components: Annotated[str | None, typer.Option(help="Investigator adapters to sample, e.g. round1 or sft.")] = None,
     samples: Annotated[int, typer.Option(help="Prompts sampled per behaviour (K).")] = 32,

@@ -130,7 +130,7 @@ class AttackConfig:
     refine: int = 0  # extra rounds: condition the investigator on the best prompt's reply and resample
     temperature: float = 1.0
     top_p: float = 0.95
-    max_prompt_tokens: int = 40
+    max_prompt_tokens: int = 32
     match_words: int = 5  # the reply must begin with the target's first words (case and punctuation ignored)
     max_new_tokens: int = 24  # of the verification reply
     batch_size: int = 32

@@ -202,6 +202,7 @@ class Investigator:
         probs = torch.tensor([weights[a] for a in names], dtype=torch.float)
         comp = torch.multinomial(probs / probs.sum(), len(replies) * n, replacement=True, generator=gen).tolist()
         out: list[list[str]] = [[""] * n for _ in replies]
+        self.last_components = {}  # prompt -> the adapter that wrote it (the last call only)
         for ci, name in enumerate(names):
             jobs = [j for j, c in enumerate(comp) if c == ci]
             if not jobs:
@@ -210,7 +211,10 @@ class Investigator:
             for s in range(0, len(jobs), batch_size):
                 chunk = jobs[s : s + batch_size]
                 cfg = GenerationConfig(
-                    max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=None,
+                    max_new_tokens=max_new_tokens,
+                    temperature=temperature,
+                    top_p=top_p,
+                    seed=None,
                     system=self.config.system,
                 )
                 # seed=None: rows draw from the global RNG (seeded here), so repeated prompts give distinct
@@ -219,6 +223,7 @@ class Investigator:
                 res = generate(self.lm, [replies[j // n] for j in chunk], cfg)
                 for j, text in zip(chunk, res.texts, strict=True):
                     out[j // n][j % n] = text.strip()
+                    self.last_components[text.strip()] = name
         return out
 
     @torch.no_grad()
@@ -302,3 +307,4 @@ class Investigator:
         return inv
 
     meta: Any = None
+    last_components: dict[str, str] = {}  # noqa: RUF012 (replaced per call)

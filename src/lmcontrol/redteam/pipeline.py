@@ -15,6 +15,7 @@ from lmcontrol.redteam.attack import (
     BehaviorResult,
     Proposer,
     gcg_proposer,
+    goal_proposer,
     investigator_proposer,
     plain_proposer,
     run_attack,
@@ -24,7 +25,7 @@ from lmcontrol.redteam.config import AttackConfig
 
 log = logging.getLogger(__name__)
 
-METHODS = ("investigator", "sample", "gcg")
+METHODS = ("investigator", "sample", "gcg", "goal")
 
 
 def parse_components(text: str | None) -> dict[str, float] | None:
@@ -58,6 +59,8 @@ def make_proposer(
         return investigator_proposer(inv, config, components)
     if method == "sample":
         return plain_proposer(inv, config)
+    if method == "goal":
+        return goal_proposer()
     if method == "gcg":
         if gcg_seconds <= 0:
             raise LMControlError(f"--gcg-seconds must be > 0, got {gcg_seconds}")
@@ -106,8 +109,7 @@ def run_redteam(
     inv = {
         "investigator": lambda: load_investigator(investigator, target),
         "sample": lambda: load_investigator(None, target),
-        "gcg": lambda: None,
-    }[method]()
+    }.get(method, lambda: None)()
     built = [build_control(c, target) for c in controls]
     if method == "gcg" and built:
         raise LMControlError("nanoGCG attacks the plain target only (controls are not differentiable through it)")
