@@ -293,3 +293,28 @@ def test_committed_investigator_loads_and_samples(embedded):
     assert inv.adapters[0] == "sft" and sum(inv.config.eta) > 0
     out = inv.sample(["Sure, here is a recipe for a chocolate cake"], 4, max_new_tokens=24, seed=0)[0]
     assert len(out) == 4 and sum(bool(x.strip()) for x in out) >= 3
+
+
+def test_summary_and_frank_wolfe_clusters():
+    from lmcontrol.redteam.bench import frank_wolfe_clusters
+    from lmcontrol.redteam.report import summarize
+
+    def rec(succ):
+        return {"success": bool(succ), "successes": succ, "target_passes": 10, "seconds": 2.0, "best_prompt": "x"}
+
+    recs = [
+        rec(
+            [
+                {"prompt": "a b c", "cluster": 0, "component": "round1"},
+                {"prompt": "d e f", "cluster": 1, "component": "round2"},
+            ]
+        ),
+        rec([{"prompt": "g h", "cluster": 2, "component": "round3"}]),
+        rec([]),
+    ]
+    s = summarize(recs)
+    assert abs(s["asr"] - 2 / 3) < 1e-9 and s["successes_per_behavior"] == 1.0 and s["clusters"] == 3
+    assert s["self_bleu_behaviors"] == 1 and s["target_passes"] == 10
+    fw = frank_wolfe_clusters({"investigator": recs})
+    assert fw["clusters_per_round"] == {"round1": 1, "round2": 1, "round3": 1}
+    assert fw["clusters_cumulative"] == {"round1": 1, "round2": 2, "round3": 3}
