@@ -173,22 +173,31 @@ def test_soft_prompt_masked_rows_unchanged(tiny, kind):
 
 
 def test_two_soft_prompts_compose(tiny):
-    cfg = GenerationConfig(max_new_tokens=6)
-    both = [
-        Soft(
-            lambda rows: SoftPrompt(
-                mask=torch.ones(len(rows), 2, dtype=torch.bool), kv=_kv(tiny, len(rows), 2)
-            )
-        ),
-        Soft(
-            lambda rows: SoftPrompt(
-                mask=torch.ones(len(rows), 3, dtype=torch.bool),
-                embeds=torch.randn(len(rows), 3, tiny.info.hidden_size),
-            )
-        ),
-    ]
-    out = generate(tiny, PROMPTS, cfg, both)
-    assert len(out.texts) == len(PROMPTS)
+    """Two controls' soft prompts act as one holding their concatenation (KV with KV, embeds with embeds, in
+    control order), and a KV and an embeds prompt together act differently from either alone."""
+    cfg = GenerationConfig(max_new_tokens=3)
+    b, d = len(PROMPTS), tiny.info.hidden_size
+    kv_a, kv_b = _kv(tiny, b, 2, scale=3.0, seed=1), _kv(tiny, b, 3, scale=3.0, seed=2)
+    emb_a, emb_b = torch.randn(b, 2, d) * 3, torch.randn(b, 3, d) * 3
+    ones = lambda m: torch.ones(b, m, dtype=torch.bool)  # noqa: E731
+    kv_cat = [(torch.cat([ka, kb], 2), torch.cat([va, vb], 2)) for (ka, va), (kb, vb) in zip(kv_a, kv_b, strict=True)]
+
+    def states(*fns):
+        rec = Record()
+        generate(tiny, PROMPTS, cfg, [*(Soft(f) for f in fns), rec])
+        return torch.stack(rec.states)  # (steps, B, d)
+
+    two_kv = states(lambda r: SoftPrompt(mask=ones(2), kv=kv_a), lambda r: SoftPrompt(mask=ones(3), kv=kv_b))
+    torch.testing.assert_close(two_kv, states(lambda r: SoftPrompt(mask=ones(5), kv=kv_cat)), atol=1e-5, rtol=1e-4)
+    two_emb = states(lambda r: SoftPrompt(mask=ones(2), embeds=emb_a), lambda r: SoftPrompt(mask=ones(3), embeds=emb_b))
+    cat_emb = states(lambda r: SoftPrompt(mask=ones(5), embeds=torch.cat([emb_a, emb_b], 1)))
+    torch.testing.assert_close(two_emb, cat_emb, atol=1e-5, rtol=1e-4)
+    swapped = states(lambda r: SoftPrompt(mask=ones(3), embeds=emb_b), lambda r: SoftPrompt(mask=ones(2), embeds=emb_a))
+    assert (swapped - two_emb).abs().max() > 1e-3  # order matters: it really is a concatenation
+    mixed = states(lambda r: SoftPrompt(mask=ones(2), kv=kv_a), lambda r: SoftPrompt(mask=ones(2), embeds=emb_a))
+    kv_only = states(lambda r: SoftPrompt(mask=ones(2), kv=kv_a))
+    emb_only = states(lambda r: SoftPrompt(mask=ones(2), embeds=emb_a))
+    assert (mixed - kv_only).abs().max() > 1e-3 and (mixed - emb_only).abs().max() > 1e-3
 
 
 class PickLongest(Control):
