@@ -22,13 +22,13 @@ from typing import TYPE_CHECKING
 import torch
 
 from lmcontrol import LMControlError
+from lmcontrol.dglm.config import SOURCES
 
 if TYPE_CHECKING:
     from lmcontrol.models import LanguageModel
 
 log = logging.getLogger(__name__)
 
-SOURCES = ("c4", "wikitext")
 
 
 @dataclasses.dataclass

@@ -15,7 +15,6 @@ the prefix embedding (dropped to a null vector 10% of the time for classifier-fr
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import time
 from pathlib import Path
@@ -24,9 +23,13 @@ from typing import TYPE_CHECKING, Any
 import torch
 import torch.nn.functional as F
 
-from lmcontrol import LMControlError
 from lmcontrol.controls import SoftPrompt
-from lmcontrol.dglm.config import PromptGeneratorConfig, SemanticDiffusionConfig
+from lmcontrol.dglm.config import (  # noqa: F401 - the run settings are re-exported
+    DiffusionRun,
+    PrompterRun,
+    PromptGeneratorConfig,
+    SemanticDiffusionConfig,
+)
 from lmcontrol.dglm.model import PromptGenerator, SemanticDiffusion
 from lmcontrol.dglm.pairs import PairSet, build_pairs, space_stats
 from lmcontrol.diffusion.schedule import Schedule, add_noise
@@ -97,29 +100,6 @@ def proposal_gap(
     out = {k: round(v / n, 4) for k, v in sums.items()}
     out["gap"] = round(out["loss_shuffled"] - out["loss_true"], 4)
     return out
-
-
-@dataclasses.dataclass(frozen=True)
-class PrompterRun:
-    batch_size: int = 8
-    examples: int | None = None  # training pairs used (None = all)
-    eval_pairs: int = 48  # held-out pairs for the proposal gap at each checkpoint
-    sources: tuple[str, ...] = ("c4", "wikitext")
-    # Prefixes are cut to a random last-k tokens, k ~ U[min_prefix, 32], per batch: users prompt with a few
-    # words, not 32 tokens, and with less context the decoder has more reason to read the proposal.
-    min_prefix: int = 4
-    short_prefix: int = 8  # the second proposal gap reported at checkpoints uses this many prefix tokens
-    # Share of rows noised to exactly the inference σ² (0.05); the rest draw α² from the shifted cosine schedule.
-    # With the schedule alone (share 0) the gap grew 2x slower in our runs: half the rows sit at σ² > 0.2, where
-    # the generator must learn to ignore the proposal, and few rows teach it what to do at the σ² used at
-    # inference. The schedule half keeps the fall-back to plain continuation at high noise.
-    inference_share: float = 0.5
-
-    def __post_init__(self) -> None:
-        if min(self.batch_size, self.eval_pairs, self.min_prefix, self.short_prefix) < 1:
-            raise LMControlError("batch size, eval pairs, min prefix and short prefix must be >= 1")
-        if not 0.0 <= self.inference_share <= 1.0:
-            raise LMControlError(f"inference share must be in [0, 1], got {self.inference_share}")
 
 
 def train_prompter(
@@ -227,12 +207,6 @@ def heldout_diffusion_loss(model: SemanticDiffusion, pairs: PairSet, seed: int =
     return {"v_loss_cond": round(cond, 4), "v_loss_uncond": round(uncond, 4), "prefix_gain": round(uncond - cond, 4)}
 
 
-@dataclasses.dataclass(frozen=True)
-class DiffusionRun:
-    batch_size: int = 256
-    sources: tuple[str, ...] = ("c4", "wikitext")
-
-
 def train_diffusion(
     lm: LanguageModel,
     config: SemanticDiffusionConfig,
@@ -295,8 +269,3 @@ def train_diffusion(
         },
     )
     return model, metrics
-
-
-def check_resume(out: Path, resume: bool) -> None:
-    if resume and not (out / "checkpoint" / "state.json").is_file():
-        raise LMControlError(f"--resume: no checkpoint in {out / 'checkpoint'}")

@@ -28,6 +28,7 @@ from torch import nn
 from lmcontrol import LMControlError
 from lmcontrol.artifacts import PretrainedMixin
 from lmcontrol.diffusion.schedule import add_noise
+from lmcontrol.diffusion_lm.config import ClassifierTrainSettings  # noqa: F401 - re-exported
 from lmcontrol.diffusion_lm.model import DiffusionLM, timestep_embedding
 from lmcontrol.diffusion_lm.vocab import Vocab
 
@@ -215,19 +216,6 @@ class LatentClassifier(PretrainedMixin, nn.Module):
 
 
 # --- training --------------------------------------------------------------------------------------------
-@dataclasses.dataclass(frozen=True)
-class ClassifierTrainSettings:
-    steps: int = 2000
-    batch_size: int = 32
-    lr: float = 3e-3
-    width: int = 64
-    layers: int = 2
-    seed: int = 0
-    tag_limit: int = 42061  # sentences to POS-tag for the POS head (spaCy is the slow part)
-    checkpoint_every: int = 500
-    log_every: int = 50
-
-
 def _tagged_corpus(texts: list[str], limit: int) -> list[list[str]]:
     """spaCy tags for the first ``limit`` sentences, cached as JSON under ``LMCONTROL_CACHE``."""
     from lmcontrol.settings import cache_dir

@@ -1,4 +1,5 @@
-"""The one frozen config of a Diffusion-LM denoiser (saved with the artifact)."""
+"""The frozen config of a Diffusion-LM denoiser (saved with the artifact), and the torch-free settings of its
+trainers and sampler (the command-line options are generated from them)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ DEFAULT_SPAN_CLASSIFIER_DIR = ARTIFACTS_DIR / "diffusion-lm-e2e-span-classifier"
 class DiffusionLMConfig:
     """Shape of the model and of its diffusion process.
 
-    Args:
+    Attributes:
         vocab_size: number of words including the four specials (START, END, UNK, PAD).
         seq_len: tokens per sequence (the paper uses 64 for E2E).
         embed_dim: word-vector size d; small is better for diffusion (Li et al. 2022 §7: d=16 for E2E).
@@ -61,3 +62,58 @@ class DiffusionLMConfig:
         for ok, message in checks:
             if not ok:
                 raise LMControlError(f"DiffusionLMConfig: {message}")
+
+
+@dataclasses.dataclass(frozen=True)
+class DiffusionTrainSettings:
+    """What ``lmcontrol train diffusion-lm`` needs beyond the model config."""
+
+    steps: int = 12000  # optimizer steps
+    batch_size: int = 32  # sequences per step
+    lr: float = 1e-3  # peak AdamW learning rate (cosine decay)
+    warmup_steps: int = 500  # linear warm-up steps
+    min_count: int = 10  # vocabulary minimum word count
+    seed: int = 0  # seed of the initialisation and of every batch
+    checkpoint_every: int = 500  # steps between checkpoints
+    log_every: int = 50  # steps between logged losses
+
+
+@dataclasses.dataclass(frozen=True)
+class ClassifierTrainSettings:
+    steps: int = 2000  # optimizer steps
+    batch_size: int = 32  # sequences per step
+    lr: float = 3e-3  # peak AdamW learning rate
+    width: int = 64  # classifier transformer width
+    layers: int = 2  # classifier transformer layers
+    seed: int = 0  # seed of the initialisation and of every batch
+    tag_limit: int = 42061  # E2E train sentences to tag / parse with spaCy (spaCy is the slow part)
+    checkpoint_every: int = 500  # steps between checkpoints
+    log_every: int = 50  # steps between logged losses
+
+
+@dataclasses.dataclass(frozen=True)
+class SampleSettings:
+    """Sampler and guidance settings.
+
+    Attributes:
+        steps: diffusion steps to visit (respaced from T; paper: 200 of 2000).
+        sampler: "ancestral" or "ddim".
+        clamp: use the clamping trick at every step.
+        guidance_steps: K gradient steps per diffusion step (paper: 3).
+        step_size: Adagrad learning rate of those steps.
+        fluency: λ, the weight of the fluency term.
+    """
+
+    steps: int = 200
+    sampler: str = "ancestral"
+    clamp: bool = True
+    guidance_steps: int = 3
+    step_size: float = 0.1
+    fluency: float = 0.01
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.steps, int) or self.steps < 1:
+            raise LMControlError(f"steps must be >= 1, got {self.steps}")
+        from lmcontrol.diffusion.samplers import get_sampler  # torch: only when a setting is built
+
+        get_sampler(self.sampler)

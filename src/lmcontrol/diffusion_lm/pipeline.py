@@ -8,7 +8,6 @@ gradient corrector in ``lmcontrol.diffusion``.
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from lmcontrol import LMControlError
 from lmcontrol.diffusion.guidance import GradientCorrector
 from lmcontrol.diffusion.samplers import Denoiser, get_sampler
 from lmcontrol.diffusion_lm.classifiers import LatentClassifier
+from lmcontrol.diffusion_lm.config import SampleSettings
 from lmcontrol.diffusion_lm.model import DiffusionLM
 from lmcontrol.diffusion_lm.spans import check_span
 from lmcontrol.diffusion_lm.targets import (
@@ -29,32 +29,6 @@ from lmcontrol.diffusion_lm.targets import (
     span_objective,
     template,
 )
-
-
-@dataclasses.dataclass(frozen=True)
-class SampleSettings:
-    """Sampler and guidance settings.
-
-    Args:
-        steps: diffusion steps to visit (respaced from T; paper: 200 of 2000).
-        sampler: "ancestral" or "ddim".
-        clamp: use the clamping trick at every step.
-        guidance_steps: K gradient steps per diffusion step (paper: 3).
-        step_size: Adagrad learning rate of those steps.
-        fluency: λ, the weight of the fluency term.
-    """
-
-    steps: int = 200
-    sampler: str = "ancestral"
-    clamp: bool = True
-    guidance_steps: int = 3
-    step_size: float = 0.1
-    fluency: float = 0.01
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.steps, int) or self.steps < 1:
-            raise LMControlError(f"steps must be >= 1, got {self.steps}")
-        get_sampler(self.sampler)
 
 
 class DiffusionLMPipeline:

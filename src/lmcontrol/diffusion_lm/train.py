@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from lmcontrol.diffusion_lm.config import DiffusionLMConfig
+from lmcontrol.diffusion_lm.config import DiffusionLMConfig, DiffusionTrainSettings  # noqa: F401 - re-exported
 from lmcontrol.diffusion_lm.losses import diffusion_lm_loss
 from lmcontrol.diffusion_lm.model import DiffusionLM
 from lmcontrol.diffusion_lm.vocab import Vocab
@@ -39,20 +39,6 @@ def e2e_texts(split: str = "train") -> list[str]:
 def encode_corpus(texts: list[str], vocab: Vocab, seq_len: int) -> torch.Tensor:
     """All sentences as ``START w… END PAD…`` ids: (N, seq_len) long."""
     return torch.tensor([vocab.encode(text, seq_len) for text in texts], dtype=torch.long)
-
-
-@dataclasses.dataclass(frozen=True)
-class DiffusionTrainSettings:
-    """What ``lmcontrol train diffusion-lm`` needs beyond the model config."""
-
-    steps: int = 12000
-    batch_size: int = 32
-    lr: float = 1e-3
-    warmup_steps: int = 500
-    min_count: int = 10
-    seed: int = 0
-    checkpoint_every: int = 500
-    log_every: int = 50
 
 
 def plot_losses(losses: list[float], log_every: int, path: Path, title: str) -> None:
