@@ -328,7 +328,7 @@ def _lookahead(lm: LanguageModel, prefill: Any, m_e: int, n_cols: int, state: di
                 input_ids=candidate_ids.reshape(b * k, 1),
                 attention_mask=rep_mask,
                 position_ids=pos,
-                past_key_values=cache,
+                cache=cache,
                 use_cache=True,
             )
         finally:

@@ -196,7 +196,7 @@ class PromptGenerator(PretrainedMixin, nn.Module):
         ids = lm.tokenizer(self.config.init_text, add_special_tokens=False)["input_ids"]
         ids = (ids * (self.config.length // max(len(ids), 1) + 1))[: self.config.length]
         cache = hf.make_cache(lm.model)
-        hf.decoder(lm.model)(input_ids=torch.tensor([ids]), past_key_values=cache, use_cache=True)
+        hf.decoder(lm.model)(input_ids=torch.tensor([ids]), cache=cache, use_cache=True)
         kv = torch.stack([torch.stack([k[0], v[0]]) for k, v in hf.cache_kv(cache)])  # (L, 2, H_kv, m, hd)
         self.base.copy_(kv.float())
 

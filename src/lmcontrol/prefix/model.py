@@ -61,7 +61,7 @@ def words_kv(lm: LanguageModel, text: str, length: int) -> torch.Tensor:
     ids = lm.tokenizer(text, add_special_tokens=False)["input_ids"] or [int(lm.tokenizer.eos_token_id)]
     ids = (ids * (length // len(ids) + 1))[:length]
     cache = hf.make_cache(lm.model)
-    hf.decoder(lm.model)(input_ids=torch.tensor([ids]), past_key_values=cache, use_cache=True)
+    hf.decoder(lm.model)(input_ids=torch.tensor([ids]), cache=cache, use_cache=True)
     kv = [torch.stack([k[0], v[0]]) for k, v in hf.cache_kv(cache)]  # L x (2, H_kv, m, hd)
     return torch.stack(kv).float()  # (L, 2, H_kv, m, hd)
 
