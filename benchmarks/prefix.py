@@ -1,20 +1,16 @@
-"""Benchmark for issue 5: prefix-tuning vs LoRA vs full fine-tuning on E2E, mixed-prefix throughput, compression.
+"""Tables and plots of the prefix benchmarks; the runs themselves are suites in the package.
 
-Each part is a sub-command writing one JSON per run under ``--out`` (re-running skips finished runs), so the
-slow E2E runs can go in parallel background processes; ``report`` gathers everything into a table, JSON and PNG.
-
-    python benchmarks/prefix.py e2e --method prefix --examples 500 --out runs/bench-prefix   # also lora, full; 2000
-    python benchmarks/prefix.py e2e --method prefix --examples 2000 --from-artifact artifacts/prefix-e2e --out ...
-    python benchmarks/prefix.py throughput --prefix NONE --out runs/bench-prefix   # 8 real-word prefixes
+    lmcontrol bench prefix --n 100 --out runs/bench-prefix/e2e-suite          # base, prefix, LoRA, full (E2E)
+    lmcontrol bench prefix-throughput --n 8 --out runs/bench-prefix/throughput-suite
+    lmcontrol compress --prompt-file src/lmcontrol/assets/prompts/pirate.txt --tokens 16 --out ...
     python benchmarks/prefix.py rules --prompt-files src/lmcontrol/assets/prompts/*.txt --max-new-tokens 48 --out ...
     python benchmarks/prefix.py compression --artifacts runs/bench-prefix/compressed/compressed-* --out ...
     python benchmarks/prefix.py report --out runs/bench-prefix
 
-E2E (Li & Liang 2021, table-to-text): every method sees the same prompt format (``src`` table + newline, chat
-template off), the same seeded training sample, batch size and number of optimiser steps, and is scored with
-greedy decoding (max 40 new tokens) on the same seeded subset of ``e2e:tokenized`` test MRs (multi-reference
-sacrebleu BLEU and ROUGE-L via ``lmcontrol.eval.text_metrics``). Training seconds are wall time on a shared
-2-core CPU (other jobs running), so we also report process CPU seconds.
+``report`` reads the suites' ``results.json`` (``--e2e`` / ``--throughput``; default the directories above),
+the earlier per-run JSON under ``OUT/e2e/`` if present, ``compression.json`` and ``rules-*.json``, and writes
+``summary.json`` and ``prefix.png``. E2E (Li & Liang 2021, table-to-text) settings are documented in
+``lmcontrol.prefix.bench``.
 """
 
 from __future__ import annotations
@@ -22,15 +18,10 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import statistics
-import time
 from pathlib import Path
 from typing import Any
 
-import torch
-
 log = logging.getLogger("bench.prefix")
-LR = {"prefix": 1e-3, "lora": 1e-3, "full": 1e-4}
 
 
 def _write(path: Path, obj: dict[str, Any]) -> None:
@@ -40,261 +31,60 @@ def _write(path: Path, obj: dict[str, Any]) -> None:
     tmp.replace(path)
 
 
-# ---------------------------------------------------------------------------------------------------------
-# (1) E2E: prefix vs LoRA vs full fine-tuning
-
-
-def _clone_lm(lm, model):  # noqa: ANN001, ANN202 - LanguageModel with another nn.Module
-    from lmcontrol.models import LanguageModel
-
-    return LanguageModel(model=model, tokenizer=lm.tokenizer, info=lm.info)
-
-
-def run_e2e(
-    method: str,
-    examples: int,
-    steps: int,
-    batch_size: int,
-    eval_n: int,
-    out: Path,
-    lr: float | None,
-    from_artifact: Path | None = None,
-) -> None:
-    from lmcontrol.models import embedded_cache_path, load_lm
-    from lmcontrol.prefix.model import config_for
-    from lmcontrol.prefix.train import (
-        PrefixRun,
-        encode_pairs,
-        epoch_batch_fn,
-        evaluate_e2e_style,
-        load_pairs,
-        prompt_text,
-        target_loss,
-        train_prefix,
-    )
-    from lmcontrol.training import TrainConfig, train_loop
-
-    result_path = out / "e2e" / f"{method}-{examples}.json"
-    if result_path.is_file():
-        log.info("%s exists, skipping", result_path)
-        return
-    if method == "prefix" and from_artifact is not None:  # the committed artifact, trained with these settings
-        metrics = json.loads((from_artifact / "config.json").read_text())["metrics"]
-        keep = (
-            "trainable_parameters",
-            "stored_parameters",
-            "base_parameters",
-            "stored_share_percent",
-            "bleu",
-            "rouge_l",
-            "eval_mrs",
-            "train_seconds",
-            "steps",
-            "examples",
-        )
-        _write(
-            result_path,
+def e2e_records(results: Path) -> list[dict[str, Any]]:
+    """Per method of a ``bench prefix`` results.json: the old per-run record shape the report prints."""
+    data = json.loads(results.read_text())
+    training = data.get("training", {})
+    out = []
+    for name, vals in data["methods"].items():
+        method, _, n = name.partition("-")
+        t = training.get(name, {})
+        trainable = t.get("trainable_parameters", 0)
+        base = t.get("base_parameters") or 134_515_008
+        out.append(
             {
-                "method": "prefix",
-                "batch_size": batch_size,
-                **{k: metrics[k] for k in keep},
-                "process_cpu_seconds": metrics["train_cpu_seconds"],
-                "lr": LR["prefix"],  # the artifact card's command used the same --lr
-                "train_loss_final": metrics["train_loss_final"],
-                "artifact": str(from_artifact),
-            },
+                "method": name if not n.isdigit() else method,
+                "examples": int(n) if n.isdigit() else 0,
+                "steps": t.get("steps", 0),
+                "bleu": vals["bleu"],
+                "rouge_l": vals["rouge-l"],
+                "trainable_parameters": trainable,
+                "stored_share_percent": t.get("stored_share_percent", round(100 * trainable / base, 4)),
+                "train_seconds": t.get("train_seconds", 0.0),
+                "process_cpu_seconds": t.get("train_cpu_seconds", 0.0),
+            }
         )
-        return
-    lm = load_lm(None)
-    base_params = sum(p.numel() for p in lm.model.parameters())
-    run = PrefixRun(examples=examples, batch_size=batch_size, eval_data="e2e:tokenized", eval_n=eval_n)
-    tcfg = TrainConfig(
-        steps=steps,
-        lr=lr or LR[method],
-        warmup_steps=min(10, steps // 10),
-        checkpoint_every=25 if method != "full" else steps,
-        log_every=10,
-        progress=True,
-    )
-    pcfg = config_for(lm, length=10)
-    run_dir = out / "e2e" / f"{method}-{examples}"
-    t0 = time.perf_counter()
-    if method == "prefix":
-        _, metrics = train_prefix(lm, pcfg, tcfg, run, run_dir, resume=(run_dir / "checkpoint").is_dir())
-        trainable, stored = metrics["trainable_parameters"], metrics["stored_parameters"]
-        scores = {k: metrics[k] for k in ("bleu", "rouge_l", "eval_mrs")}
-        outputs: list[str] = []
-        train_seconds, cpu_seconds = metrics["train_seconds"], metrics["train_cpu_seconds"]
-    else:
-        from transformers import AutoModelForCausalLM
-
-        model = AutoModelForCausalLM.from_pretrained(embedded_cache_path(), dtype=torch.float32)
-        if method == "lora":
-            from peft import LoraConfig, get_peft_model
-
-            model = get_peft_model(
-                model, LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0, target_modules=["q_proj", "v_proj"])
-            )
-        trainable = stored = sum(p.numel() for p in model.parameters() if p.requires_grad)
-        flm = _clone_lm(lm, model)
-        inputs, targets = load_pairs(run.data, run.input_field, run.target_field, examples, tcfg.seed)
-        enc = encode_pairs(lm, [prompt_text(lm, pcfg.template, False, x) for x in inputs], targets, False)
-        batch_fn = epoch_batch_fn(enc, batch_size, tcfg.seed, int(lm.tokenizer.pad_token_id))
-        # train_loop checkpoints its module's state_dict; the base model's tied embeddings (embed_tokens is
-        # lm_head) make safetensors refuse it, so hand it a holder of the trainable parameters instead.
-        holder = torch.nn.ParameterList([p for p in model.parameters() if p.requires_grad])
-        cpu0 = time.process_time()
-        res = train_loop(
-            holder,
-            lambda m, b: target_loss(flm, b),
-            batch_fn,
-            tcfg,
-            run_dir,
-            resume=(run_dir / "checkpoint").is_dir(),
-            description=method,
-        )
-        train_seconds, cpu_seconds = round(res.seconds, 1), round(time.process_time() - cpu0, 1)
-        model.eval()
-        if method == "lora":
-            model = model.merge_and_unload()
-        scores = evaluate_e2e_style(_clone_lm(lm, model), run, pcfg, [])
-        outputs = scores.pop("outputs")
-        metrics = {"train_loss_final": res.final_loss}
-        import shutil
-
-        shutil.rmtree(run_dir / "checkpoint", ignore_errors=True)  # GB-sized; the JSON keeps the results
-    _write(
-        result_path,
-        {
-            "method": method,
-            "examples": examples,
-            "steps": steps,
-            "batch_size": batch_size,
-            "lr": tcfg.lr,
-            "trainable_parameters": trainable,
-            "stored_parameters": stored,
-            "base_parameters": base_params,
-            "stored_share_percent": round(100 * stored / base_params, 4),
-            "train_seconds": train_seconds,
-            "process_cpu_seconds": cpu_seconds,
-            "wall_seconds": round(time.perf_counter() - t0, 1),
-            "train_loss_final": metrics.get("train_loss_final"),
-            **scores,
-            "outputs": outputs[:20],
-        },
-    )
+    return out
 
 
-# ---------------------------------------------------------------------------------------------------------
-# (2) mixed-prefix throughput
-
-
-def run_throughput(prefix_dir: Path, out: Path, repeats: int, max_new_tokens: int) -> None:
-    from lmcontrol.data import load_dataset
-    from lmcontrol.generation import GenerationConfig, generate
-    from lmcontrol.models import load_lm
-    from lmcontrol.prefix.library import PrefixLibrary
-    from lmcontrol.prefix.model import Prefix, config_for, load_prefix
-
-    lm = load_lm(None)
-    if (prefix_dir / "config.json").is_file():  # the trained prefix + 7 perturbed copies
-        base = load_prefix(str(prefix_dir), lm)
-        g = torch.Generator().manual_seed(0)
-        prefixes = {}
-        for i in range(8):
-            p = type(base)(base.config)
-            with torch.no_grad():
-                noise = torch.randn(base.kv.shape, generator=g) * base.kv.std()
-                p.kv.copy_(base.kv + (0.0 if i == 0 else 0.02) * noise)
-            prefixes[f"p{i}"] = p
-    else:  # 8 distinct real-word prefixes (Li & Liang's init): same cost as trained ones
-        texts = [
-            "Describe the table.",
-            "Write a review.",
-            "Summarise this.",
-            "Translate to French.",
-            "Answer politely.",
-            "Be concise.",
-            "Write a poem.",
-            "List the facts.",
-        ]
-        prefixes = {
-            f"p{i}": Prefix.create(lm, config_for(lm, length=10, init_text=t)).merge() for i, t in enumerate(texts)
-        }
-    lib = PrefixLibrary(prefixes)
-    rows = load_dataset("e2e:tokenized", split="test")[:8]
-    prompts = [r["src"] + "\n" for r in rows]
-    cfg = GenerationConfig(max_new_tokens=max_new_tokens, chat=False)
-    conditions = {
-        "mixed_8_prefixes": lambda: [generate(lm, prompts, cfg, [lib], [{"prefix": f"p{i}"} for i in range(8)])],
-        "single_prefix": lambda: [generate(lm, prompts, cfg, [lib], [{"prefix": "p0"}] * 8)],
-        "separate_batch1": lambda: [
-            generate(lm, [p], cfg, [lib], [{"prefix": f"p{i}"}]) for i, p in enumerate(prompts)
-        ],
+def throughput_summary(results: Path) -> dict[str, Any]:
+    """tokens/s per mode of a ``bench prefix-throughput`` results.json, with the ratio to one prefix."""
+    data = json.loads(results.read_text())
+    names = {
+        "mixed-8-prefixes": "mixed_8_prefixes",
+        "single-prefix": "single_prefix",
+        "separate-batch1": "separate_batch1",
     }
-    stats: dict[str, dict[str, list[float]]] = {k: {"tokens": [], "seconds": []} for k in conditions}
-    for _ in range(repeats):  # interleaved, so load changes hit every condition alike
-        for name, fn in conditions.items():
-            t0 = time.perf_counter()
-            outs = fn()
-            stats[name]["seconds"].append(time.perf_counter() - t0)
-            stats[name]["tokens"].append(sum(o.new_tokens for o in outs))
-    res = {}
-    for name, s in stats.items():
-        tps = [t / sec for t, sec in zip(s["tokens"], s["seconds"], strict=True)]
-        res[name] = {
-            "tokens_per_second": round(statistics.median(tps), 2),
-            "runs": [round(x, 2) for x in tps],
-            "tokens": s["tokens"],
-        }
+    res = {names[k]: {"tokens_per_second": round(v["tokens/s"], 2)} for k, v in data["methods"].items()}
     single = res["single_prefix"]["tokens_per_second"]
-    for name in res:
-        res[name]["ratio_to_single_prefix"] = round(res[name]["tokens_per_second"] / single, 3)
-    _write(out / "throughput.json", {"repeats": repeats, "max_new_tokens": max_new_tokens, "batch": 8, **res})
-
-
-# ---------------------------------------------------------------------------------------------------------
-# (3a) does the model follow each example prompt's rule with the full prompt? (measured before compressing)
+    for r in res.values():
+        r["ratio_to_single_prefix"] = round(r["tokens_per_second"] / single, 3)
+    return {"repeats": data["samples"], "max_new_tokens": data["generation"]["max_new_tokens"], "batch": 8, **res}
 
 
 def run_rules(prompt_files: list[Path], out_file: Path, max_new_tokens: int) -> None:
-    """Full-prompt outputs on every user input of each prompt (train + held-out), greedy, kept for re-scoring."""
-    from lmcontrol.generation import GenerationConfig, generate
+    """Full-prompt outputs and rule pass rates of each example prompt (``prefix.bench.full_prompt_outputs``)."""
     from lmcontrol.models import load_lm
-    from lmcontrol.prefix.compress import load_prompt_spec
+    from lmcontrol.prefix.bench import full_prompt_outputs
 
     lm = load_lm(None)
     res = json.loads(out_file.read_text()) if out_file.is_file() else {}
     for pf in prompt_files:
-        spec = load_prompt_spec(pf)
-        if spec.name in res:
-            log.info("%s already in %s, skipping", spec.name, out_file)
+        if pf.stem in res:
+            log.info("%s already in %s, skipping", pf.stem, out_file)
             continue
-        inputs = spec.train + spec.heldout
-        cfg = GenerationConfig(max_new_tokens=max_new_tokens, system=spec.text)
-        t0 = time.perf_counter()
-        outs = [o for i in range(0, len(inputs), 10) for o in generate(lm, inputs[i : i + 10], cfg).texts]
-        res[spec.name] = {
-            "prompt_file": str(pf),
-            "prompt_tokens": len(lm.tokenizer(spec.text, add_special_tokens=False)["input_ids"]),
-            "max_new_tokens": max_new_tokens,
-            "rule": spec.rule,
-            "seconds": round(time.perf_counter() - t0, 1),
-            "inputs": inputs,
-            "outputs": outs,
-        }
-        _write(out_file, rescore(res))
-
-
-def rescore(res: dict[str, Any]) -> dict[str, Any]:
-    """(Re-)apply each record's rule regex to its saved outputs: per-output pass flags and the pass rate."""
-    import re
-
-    for rec in res.values():
-        flags = [re.search(rec["rule"]["pattern"], o.strip()) is not None for o in rec["outputs"]]
-        rec["pass"] = flags
-        rec["pass_rate"] = round(sum(flags) / len(flags), 4)
-    return res
+        res[pf.stem] = full_prompt_outputs(lm, pf, max_new_tokens)
+        _write(out_file, res)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -314,8 +104,10 @@ def run_compression(artifacts: list[Path], out: Path) -> None:
 # report
 
 
-def report(out: Path) -> None:
+def report(out: Path, e2e_results: Path, throughput_results: Path) -> None:
     e2e = [json.loads(p.read_text()) for p in sorted((out / "e2e").glob("*.json"))]
+    if e2e_results.is_file():
+        e2e += e2e_records(e2e_results)
     summary: dict[str, Any] = {"e2e": [{k: v for k, v in r.items() if k != "outputs"} for r in e2e]}
     print("\n(1) E2E data-to-text, e2e:tokenized test subset")
     print(
@@ -328,6 +120,8 @@ def report(out: Path) -> None:
             f"{r['trainable_parameters']:>11,} {r['stored_share_percent']:>9.3f} {r['train_seconds']:>8.0f} "
             f"{r['process_cpu_seconds']:>7.0f}"
         )
+    if throughput_results.is_file():
+        _write(out / "throughput.json", throughput_summary(throughput_results))
     if (out / "throughput.json").is_file():
         thr = json.loads((out / "throughput.json").read_text())
         summary["throughput"] = thr
@@ -411,40 +205,31 @@ def _plot(summary: dict[str, Any], path: Path) -> None:
 
 
 def main() -> None:
+    from lmcontrol.prefix.bench import rescore
+
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("part", choices=["e2e", "throughput", "rules", "rescore", "compression", "report"])
+    ap.add_argument("part", choices=["rules", "rescore", "compression", "report"])
     ap.add_argument("--out", type=Path, default=Path("runs/bench-prefix"))
-    ap.add_argument("--method", choices=["prefix", "lora", "full"], default="prefix")
-    ap.add_argument("--examples", type=int, default=500)
-    ap.add_argument("--steps", type=int, default=40)
-    ap.add_argument("--batch-size", type=int, default=8)
-    ap.add_argument("--lr", type=float, default=None)
-    ap.add_argument("--eval-n", type=int, default=100)
-    ap.add_argument("--prefix", type=Path, default=Path("artifacts/prefix-e2e"))
-    ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--max-new-tokens", type=int, default=32)
+    ap.add_argument("--e2e", type=Path, default=None, help="results.json of `lmcontrol bench prefix`")
+    ap.add_argument("--throughput", type=Path, default=None, help="results.json of `bench prefix-throughput`")
+    ap.add_argument("--max-new-tokens", type=int, default=48)
     ap.add_argument("--artifacts", type=Path, nargs="*", default=[])
     ap.add_argument("--prompt-files", type=Path, nargs="*", default=[], help="rules: prompts to measure")
     ap.add_argument("--label", default="current", help="rules / rescore: writes OUT/rules-LABEL.json")
-    ap.add_argument("--from-artifact", type=Path, default=None, help="prefix: read a trained artifact's metrics")
-    ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    torch.set_num_threads(args.threads)
-    if args.part == "e2e":
-        run_e2e(
-            args.method, args.examples, args.steps, args.batch_size, args.eval_n, args.out, args.lr, args.from_artifact
-        )
-    elif args.part == "throughput":
-        run_throughput(args.prefix, args.out, args.repeats, args.max_new_tokens)
-    elif args.part == "rules":
+    if args.part == "rules":
         run_rules(args.prompt_files, args.out / f"rules-{args.label}.json", args.max_new_tokens)
     elif args.part == "rescore":
         path = args.out / f"rules-{args.label}.json"
         _write(path, rescore(json.loads(path.read_text())))
     elif args.part == "compression":
         run_compression(args.artifacts, args.out)
-    report(args.out)
+    report(
+        args.out,
+        args.e2e or args.out / "e2e-suite" / "results.json",
+        args.throughput or args.out / "throughput-suite" / "results.json",
+    )
 
 
 if __name__ == "__main__":

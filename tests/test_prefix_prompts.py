@@ -61,13 +61,8 @@ def test_chat_prefix_or_mixed_library_leaves_chat_to_the_call(tiny):
 
 
 def test_benchmark_rescore_applies_each_records_rule():
-    import importlib.util
-    from pathlib import Path
+    from lmcontrol.prefix.bench import rescore
 
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "prefix.py"
-    spec = importlib.util.spec_from_file_location("bench_prefix", path)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
     res = {"p": {"rule": {"pattern": "^Ahoy"}, "outputs": [" Ahoy, matey!", "Hello", "Ahoy"]}}
-    out = bench.rescore(res)["p"]
+    out = rescore(res)["p"]
     assert out["pass"] == [True, False, True] and out["pass_rate"] == 0.6667

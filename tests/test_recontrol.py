@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from pathlib import Path
 
@@ -106,7 +105,18 @@ def test_rollouts_roundtrip_and_training(lm, tmp_path: Path):
     )
     assert math.isfinite(metrics["val_bellman_loss"])
     d = static_direction(ro.states, ro.offsets, ro.rewards("len"))
-    assert d.shape == (D,)
+    assert d.shape == (D,) and torch.isfinite(d).all()
+
+
+def test_static_direction_by_hand():
+    """Mean state of the top-quartile responses minus that of the bottom quartile (states flattened per row)."""
+    states = torch.tensor([[1.0, 0.0], [3.0, 0.0], [0.0, 5.0], [9.0, 9.0], [0.0, 2.0], [0.0, 4.0]])  # (N, d)
+    offsets = torch.tensor([0, 2, 3, 4, 6])  # rows: [0, 1], [2], [3], [4, 5]
+    rewards = torch.tensor([0.0, 1.0, 2.0, 3.0])  # quartiles 0.75 / 2.25: row 3 is top, row 0 bottom
+    want = torch.tensor([0.0, 3.0]) - torch.tensor([2.0, 0.0])
+    torch.testing.assert_close(static_direction(states, offsets, rewards), want)
+    flipped = static_direction(states, offsets, rewards.flip(0))
+    torch.testing.assert_close(flipped, -want)
 
 
 def test_control_signal_raises_value():
@@ -175,16 +185,48 @@ def test_mismatched_artifact_refused(lm, tmp_path: Path):
         recontrol_from_spec(parse_control_spec(f"recontrol:{tmp_path / 'other'}"), lm)
 
 
+def _manual_cd_first_token(lm, value, prompt: str, topk: int, beta, system=None) -> int:
+    """The first token controlled decoding must pick: the top-k next tokens of the plain model, each scored by
+    V(state it leads to) (cd: V decides, the LM breaks ties) or logit + beta V (cd-prefix)."""
+    from lmcontrol import hf_adapter as hf
+
+    text = lm.format_prompt(prompt, system=system)
+    ids = torch.tensor([lm.tokenizer(text, add_special_tokens=False)["input_ids"]])  # (1, T)
+    with torch.no_grad():
+        logits = lm.model(input_ids=ids).logits[0, -1].float()  # (V,)
+        top = logits.topk(topk)
+        cand = torch.cat([ids.repeat(topk, 1), top.indices[:, None]], 1)  # (k, T + 1)
+        h_next = hf.decoder(lm.model)(input_ids=cand).last_hidden_state[:, -1]  # (k, d)
+        v = value(h_next).float()  # (k,)
+    score = v + 1e-3 * top.values.log_softmax(-1) if beta is None else top.values + beta * v
+    return int(top.indices[score.argmax()])
+
+
+@pytest.mark.parametrize("beta", [None, 1.0])
+def test_controlled_decoding_reranks_top_k_by_value(lm, beta):
+    """cd / cd-prefix pick, among the LM's top-k, the token the value of its next state ranks first — exactly the
+    choice computed by hand from plain forwards; with a big enough beta the choice differs from greedy."""
+    v = _value(seed=0)
+    cfg = GenerationConfig(max_new_tokens=1)
+    out = generate(lm, PROMPTS, cfg, controls=[ControlledDecoding(v, topk=4, beta=beta)])
+    want = [_manual_cd_first_token(lm, v, p, 4, beta) for p in PROMPTS]
+    assert [ids[0] for ids in out.token_ids] == want
+    # V must be able to overturn the LM's favourite (else the test above could pass by greedy decoding)
+    greedy = [ids[0] for ids in generate(lm, PROMPTS, cfg).token_ids]
+    strong = generate(lm, PROMPTS, cfg, controls=[ControlledDecoding(v, topk=4, beta=1e4)])
+    assert [ids[0] for ids in strong.token_ids] != greedy
+
+
 def test_baselines_compose(lm):
-    v = _value()
-    cfg = GenerationConfig(max_new_tokens=4)
-    cd = ControlledDecoding(v, topk=3)
-    out = generate(lm, PROMPTS, cfg, controls=[SystemPrompt(), cd, ReControl(v, ReControlConfig(steps=2))])
-    assert len(out.texts) == len(PROMPTS)
-    soft = dataclasses.replace(cfg)
-    generate(lm, PROMPTS, soft, controls=[ControlledDecoding(v, topk=3, beta=1.0)])
+    """A system prompt composes with controlled decoding (cd sees the system-formatted prompt), and best-of-N
+    keeps the candidate its reward ranks first."""
+    v = _value(seed=0)
+    cfg = GenerationConfig(max_new_tokens=1)
+    out = generate(lm, PROMPTS, cfg, controls=[SystemPrompt("Be kind."), ControlledDecoding(v, topk=4)])
+    want = [_manual_cd_first_token(lm, v, p, 4, None, system="Be kind.") for p in PROMPTS]
+    assert [ids[0] for ids in out.token_ids] == want
     bon = BestOfN(3, lambda p, r: [float(len(x)) for x in r])
-    out = generate(lm, PROMPTS, cfg, controls=[bon])
+    out = generate(lm, PROMPTS, GenerationConfig(max_new_tokens=4), controls=[bon])
     assert out.candidates is not None
     assert all(
         len(t) == max(len(c) for c in cands) for t, cands in zip(out.texts, out.candidates, strict=True)

@@ -134,3 +134,55 @@ def test_broken_entry_point_is_one_line(monkeypatch):
     monkeypatch.setattr(importlib.metadata, "entry_points", lambda **kw: importlib.metadata.EntryPoints([ep]))
     with pytest.raises(LMControlError, match="plugin 'broken' \\(lmc_no_such_module_xyz\\) failed to load"):
         registry.discover(force=True)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# the `--control` spec grammar: kind[:item,item,...], an item is key=value or a positional value
+
+
+def test_control_spec_grammar():
+    from lmcontrol.controls import parse_control_spec
+
+    s = parse_control_spec("  cd-prefix:artifacts/v , topk=5,beta = 10 ,guide=a,guide=b  ")
+    assert s.kind == "cd-prefix" and s.args == ("artifacts/v",)
+    assert s.options == (("topk", "5"), ("beta", "10"), ("guide", "a"), ("guide", "b"))
+    assert s.values("guide") == ["a", "b"] and s.str("guide") == "b"  # keys repeat; the last one wins for str
+    assert s.int("topk", 1) == 5 and s.float("beta", 0.0) == 10.0 and s.float("missing", 0.5) == 0.5
+    assert s.text == "cd-prefix:artifacts/v , topk=5,beta = 10 ,guide=a,guide=b"
+    assert parse_control_spec("system").args == () and parse_control_spec("system:").args == ()
+    assert parse_control_spec("best-of:4,reward=hh").args == ("4",)
+    assert parse_control_spec("x:url=a=b").options == (("url", "a=b"),)  # split at the first '='
+    assert parse_control_spec("x:a,,b").args == ("a", "b")  # empty items are skipped
+
+
+@pytest.mark.parametrize(
+    ("text", "call", "message"),
+    [
+        ("k:beta=abc", lambda s: s.float("beta", 1.0), "beta='abc' is not a number"),
+        ("k:beta=nan", lambda s: s.float("beta", 1.0), "beta must be finite"),
+        ("k:beta=-1", lambda s: s.float("beta", 1.0, positive=True), "beta must be > 0"),
+        ("k:beta=0.1", lambda s: s.float("beta", 1.0, min_value=0.5), "beta must be >= 0.5"),
+        ("k:n=1.5", lambda s: s.int("n", 1), "n='1.5' is not an integer"),
+        ("k:n=0", lambda s: s.int("n", 1, min_value=1), "n must be >= 1"),
+        ("k:zz=1,topk=2", lambda s: s.check_keys(["topk"]), r"unknown option\(s\) zz \(allowed: topk\)"),
+    ],
+)
+def test_control_spec_values_are_checked_in_one_line(text, call, message):
+    from lmcontrol.controls import parse_control_spec
+
+    with pytest.raises(LMControlError, match=message) as e:
+        call(parse_control_spec(text))
+    assert "\n" not in str(e.value) and str(e.value).startswith(f"--control {text}")
+
+
+def test_control_spec_errors(tiny):
+    from lmcontrol.controls import build_control, parse_control_spec
+
+    with pytest.raises(LMControlError, match="empty --control spec"):
+        parse_control_spec("   ")
+    with pytest.raises(LMControlError, match=r"unknown control kind 'nope' \(known: .*prefix"):
+        build_control("nope:x", tiny)
+    with pytest.raises(LMControlError, match="give one artifact directory"):
+        build_control("prefix", tiny)
+    with pytest.raises(LMControlError, match="unknown option"):
+        build_control("prefix:dir,scale=2", tiny)

@@ -105,6 +105,7 @@ json.dump(row, open(f"{{out}}/rank{{st.process_index}}.json", "w"))
 """
 
 
+@pytest.mark.slow  # starts two processes (~30 s)
 @pytest.mark.skipif(
     shutil.which("accelerate") is None and not Path(sys.executable).with_name("accelerate").exists(),
     reason="accelerate CLI not installed",

@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 E2E_EVAL = "e2e:tokenized"
 LR = {"prefix": 1e-3, "lora": 1e-3, "full": 1e-4}  # per method, as in the committed benchmark
 WORK_DIR = Path("runs/prefix-baselines")
+TRAINED: dict[str, dict[str, Any]] = {}  # method name -> training figures of the baselines trained in this process
 E2E_GENERATION = GenerationConfig(max_new_tokens=40, temperature=0.0, chat=False)
 
 
@@ -150,6 +151,13 @@ def baseline_method(b: Baseline, work_dir: Path = WORK_DIR) -> BenchMethod:
     def run(lm: LanguageModel, prompts: list[str], config: GenerationConfig) -> GenerationOutput:
         if "lm" not in state:
             state["lm"], state["controls"], state["metrics"] = train_baseline(lm, b, work_dir)
+            TRAINED[b.name] = {
+                "examples": b.examples,
+                "steps": b.steps,
+                "batch_size": b.batch_size,
+                "lr": b.train_config().lr,
+                **state["metrics"],
+            }
             log.info("%s trained: %s", b.name, state["metrics"])
         return generate(state["lm"], prompts, config, state["controls"])
 
@@ -161,6 +169,13 @@ def _committed_prefix(lm: LanguageModel) -> list[Control]:
     from lmcontrol.prefix.control import single_prefix_control
 
     return [single_prefix_control(ARTIFACTS_DIR / "prefix-e2e", lm)]
+
+
+def _add_training(results: dict[str, Any], out: Path) -> dict[str, Any]:
+    """Record the trained baselines' parameter counts, losses and training seconds in ``results.json``."""
+    del out
+    keep = {k: v for k, v in TRAINED.items() if k in results["methods"]}
+    return {**results, "training": keep} if keep else results
 
 
 def prefix_suite(examples: tuple[int, ...] = (500, 2000), steps: int = 120, work_dir: Path = WORK_DIR) -> BenchSuite:
@@ -179,6 +194,7 @@ def prefix_suite(examples: tuple[int, ...] = (500, 2000), steps: int = 120, work
         metrics=("bleu", "rouge"),
         generation=E2E_GENERATION,
         batch_size=32,
+        finalize=_add_training,
         help="E2E data-to-text: base, committed prefix, prefix / LoRA / full fine-tuning trained here",
     )
 

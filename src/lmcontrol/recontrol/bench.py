@@ -83,12 +83,8 @@ def make_suite():
                 controls=_controls("cd-prefix:{A},topk=5,beta=10"),
                 help="logits + 10 V (lookahead)",
             ),
-            BenchMethod(
-                "best-of-4", controls=_controls("best-of:4,reward=hh"), help="best of 4 samples by hh"
-            ),
-            BenchMethod(
-                "recontrol", controls=_controls("recontrol:{A}"), help="RE-Control (card's alpha, n)"
-            ),
+            BenchMethod("best-of-4", controls=_controls("best-of:4,reward=hh"), help="best of 4 samples by hh"),
+            BenchMethod("recontrol", controls=_controls("recontrol:{A}"), help="RE-Control (card's alpha, n)"),
             BenchMethod(
                 "recontrol+prompting",
                 controls=_controls("system", "recontrol:{A}"),
@@ -99,6 +95,49 @@ def make_suite():
         generation=GenerationConfig(max_new_tokens=MAX_NEW_TOKENS, temperature=0.0, chat=True),
         batch_size=BATCH_SIZE,
         help="RE-Control vs prompting, static RE, CD, CD-prefix, best-of-4 on held-out HH prompts",
+    )
+
+
+ABLATION_ALPHAS = (2.0, 4.0, 8.0, 16.0, 32.0)  # step sizes at n = ABLATION_FIXED_STEPS
+ABLATION_STEPS = (1, 3, 5, 10)  # updates at alpha = ABLATION_FIXED_ALPHA
+ABLATION_FIXED_STEPS = 5
+ABLATION_FIXED_ALPHA = 4.0
+
+
+def ablation_name(alpha: float, steps: int) -> str:
+    return f"a{alpha:g}-n{steps}"
+
+
+def make_ablation_suite():
+    """``lmcontrol bench recontrol-ablation`` (Kong et al. 2024, Fig. 3): reward and diversity against the step
+    size alpha and the number of updates n, greedy, on the ``val`` part of the HH prompt split (never the bench
+    part); the numbers that choose the card's recommended alpha / n. ``benchmarks/recontrol_ablation.py`` plots
+    its ``results.json``."""
+    from lmcontrol.bench.suite import BenchMethod, BenchSuite
+    from lmcontrol.generation import GenerationConfig
+
+    def prompts(n: int) -> list[dict[str, Any]]:
+        from lmcontrol.recontrol.rollouts import hh_prompt_split
+
+        return [{"prompt": p} for p in hh_prompt_split(part="val")[:n]]
+
+    grid = [(a, ABLATION_FIXED_STEPS) for a in ABLATION_ALPHAS] + [(ABLATION_FIXED_ALPHA, n) for n in ABLATION_STEPS]
+    methods = [
+        BenchMethod(
+            ablation_name(a, n),
+            controls=_controls(f"recontrol:{{A}},step_size={a:g},steps={n}"),
+            help=f"RE-Control, alpha = {a:g}, n = {n}",
+        )
+        for a, n in dict.fromkeys(grid)
+    ]
+    return BenchSuite(
+        name="recontrol-ablation",
+        prompts=prompts,
+        methods=(BenchMethod("base", help="greedy decoding, no control (alpha = 0)"), *methods),
+        metrics=("reward:hh", "diversity"),
+        generation=GenerationConfig(max_new_tokens=MAX_NEW_TOKENS, temperature=0.0, chat=True),
+        batch_size=BATCH_SIZE,
+        help="RE-Control ablation: reward and diversity vs step size alpha and updates n (val HH prompts)",
     )
 
 
@@ -147,9 +186,7 @@ def paired_stats(scores: Sequence[float], base: Sequence[float], prefix: str) ->
     }
 
 
-def attribute_stats(
-    attr: str, by_method: dict[str, dict[str, str]], base: str = "base"
-) -> dict[str, dict[str, float]]:
+def attribute_stats(attr: str, by_method: dict[str, dict[str, str]], base: str = "base") -> dict[str, dict[str, float]]:
     """Per method: train reward and judge (mean, SE), judge success rate, paired stats vs ``base``.
 
     ``by_method`` maps method -> {prompt: response}; paired statistics use the prompts it shares with base.
@@ -162,9 +199,7 @@ def attribute_stats(
     for method, texts in by_method.items():
         prompts = list(texts)
         responses = [texts[p] for p in prompts]
-        scores[method] = {
-            k: dict(zip(prompts, fn(prompts, responses), strict=True)) for k, fn in fns.items()
-        }
+        scores[method] = {k: dict(zip(prompts, fn(prompts, responses), strict=True)) for k, fn in fns.items()}
     out: dict[str, dict[str, float]] = {}
     for method, per in scores.items():
         row: dict[str, float] = {}
@@ -174,9 +209,7 @@ def attribute_stats(
         if base in scores:
             shared = [p for p in per["reward"] if p in scores[base]["reward"]]
             for k in fns:
-                row.update(
-                    paired_stats([per[k][p] for p in shared], [scores[base][k][p] for p in shared], k)
-                )
+                row.update(paired_stats([per[k][p] for p in shared], [scores[base][k][p] for p in shared], k))
         out[method] = row
     return out
 
@@ -290,9 +323,7 @@ def win_rates(out: Path, reward: str = "hh", base: str = "base") -> dict[str, fl
         return {}
     fn = load_reward(reward)
     base_prompts = list(by_method[base])
-    base_scores = dict(
-        zip(base_prompts, fn(base_prompts, [by_method[base][p] for p in base_prompts]), strict=True)
-    )
+    base_scores = dict(zip(base_prompts, fn(base_prompts, [by_method[base][p] for p in base_prompts]), strict=True))
     rates = {}
     for method, texts in by_method.items():
         shared = [p for p in texts if p in base_scores]

@@ -44,6 +44,11 @@ register_suite(
     _lazy("lmcontrol.recontrol.bench", "make_harmless_suite"),
     "RE-Control away from toxicity on RTP toxic prompts (Jigsaw probe reward, BiLSTM judge)",
 )
+register_suite(
+    "recontrol-ablation",
+    _lazy("lmcontrol.recontrol.bench", "make_ablation_suite"),
+    "RE-Control ablation: reward and diversity vs step size alpha and updates n (val HH prompts)",
+)
 register_demo(
     "RE-Control",
     _lazy("lmcontrol.recontrol.cli", "demo"),
