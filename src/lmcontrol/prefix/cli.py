@@ -46,7 +46,7 @@ def train_prefix(
     Console().print(f"saved {out}: " + ", ".join(f"{k}={v}" for k, v in metrics.items()))
 
 
-@config_options("cfg", CompressConfig, exclude=("format_version",))
+@config_options("cfg", CompressConfig, exclude=("format_version",), rename={"samples_per_input": "samples"})
 def compress(
     prompt_file: Annotated[Path, typer.Option(help="Text file with the long prompt P.")],
     out: Annotated[Path, typer.Option(help="Artifact directory.")],
