@@ -178,6 +178,17 @@ def test_bad_input_is_4xx_with_openai_error_body(client, body, status, needle):
     assert set(err) == {"message", "type", "param", "code"}
 
 
+def test_chat_prompt_length_counts_the_template(client, tiny):
+    from lmcontrol.serve.completions import _count_tokens
+
+    msgs = [{"role": "user", "content": "Hi there"}]
+    n = _count_tokens(tiny, messages=msgs)
+    assert n > len(tiny.tokenizer("Hi there")["input_ids"]) + 3  # the template's role markers count too
+    long = [{"role": "user", "content": "word " * 60}]
+    r = client.post("/v1/chat/completions", json={"model": "smollm2", "messages": long, "max_tokens": 2})
+    assert r.status_code == 400 and r.json()["error"]["code"] == "context_length_exceeded"
+
+
 def test_malformed_json_and_unknown_routes(client):
     r = client.post("/v1/chat/completions", content=b"{not json", headers={"content-type": "application/json"})
     assert r.status_code == 400 and "error" in r.json()
@@ -202,6 +213,7 @@ def test_healthz_metrics_and_playground(client):
     text = client.get("/metrics").text
     for name in ("lmcontrol_queue_depth", "lmcontrol_batch_size", "lmcontrol_tokens_per_second",
                  "lmcontrol_request_latency_seconds_bucket", "lmcontrol_time_to_first_token_seconds_bucket",
+                 "lmcontrol_engine_queue_depth", "lmcontrol_engine_requests_finished",
                  'lmcontrol_requests_total{endpoint="/v1/completions",status="200"}'):
         assert name in text, name
     page = client.get("/")

@@ -14,6 +14,8 @@ import test_serve_fake_engine  # noqa: E402  TEMPORARY until lmcontrol.engine la
 
 test_serve_fake_engine.install()
 
+pytestmark = pytest.mark.slow  # five methods, the identity re-runs and a soak through a real server (~1 min)
+
 
 def test_bench_serve_runs_every_method_and_writes_goals(tiny, tmp_path):
     from lmcontrol.bench.runner import run_suite

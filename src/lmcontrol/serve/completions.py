@@ -115,9 +115,9 @@ def _count_tokens(lm: Any, text: str | None = None, messages: list[dict[str, str
     tok = lm.tokenizer
     if messages is not None:
         if getattr(tok, "chat_template", None):
-            ids = tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
-            return len(ids["input_ids"] if isinstance(ids, dict) else ids)
-        text = "\n".join(m["content"] for m in messages)
+            text = tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        else:
+            text = "\n".join(m["content"] for m in messages)
     return len(tok(text or "", add_special_tokens=False)["input_ids"])
 
 

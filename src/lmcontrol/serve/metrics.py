@@ -3,7 +3,8 @@
 Exported (``lmcontrol_`` prefix): ``requests_total{endpoint,status}``, ``request_latency_seconds{endpoint}``
 and ``time_to_first_token_seconds`` histograms, ``prompt_tokens_total`` / ``generated_tokens_total``,
 ``tokens_per_second`` (completion tokens over the last ``window`` seconds), and gauges read from the engine at
-scrape time: ``queue_depth``, ``running_requests``, ``batch_size``, plus ``loaded_controls``.
+scrape time: ``queue_depth``, ``batch_size`` (rows running), ``loaded_controls`` and every numeric field of
+``engine.stats()`` as ``engine_<field>``.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from collections.abc import Callable
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 40.0, 80.0, 160.0)
 TTFT_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -45,10 +48,10 @@ class ServeMetrics:
 
         for name, key, doc in (
             ("lmcontrol_queue_depth", "queue_depth", "Requests waiting for a row in the batch"),
-            ("lmcontrol_running_requests", "running", "Requests in the running batch"),
-            ("lmcontrol_batch_size", "batch_size", "Rows in the batch of the last step"),
+            ("lmcontrol_batch_size", "running", "Rows in the running batch"),
         ):
             Gauge(name, doc, registry=r).set_function(stat(key))
+        r.register(_EngineStats(stats))
         Gauge("lmcontrol_loaded_controls", "Loaded controls (served as MODEL:NAME)", registry=r).set_function(
             lambda: float(loaded())
         )
@@ -74,3 +77,17 @@ class ServeMetrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class _EngineStats(Collector):
+    """Every numeric field of ``engine.stats()`` as ``lmcontrol_engine_<field>`` (counters of steps, tokens,
+    finishes by reason, ...), read at scrape time."""
+
+    def __init__(self, stats: Callable[[], dict[str, Any]]) -> None:
+        self.stats = stats
+
+    def collect(self) -> Any:
+        for key, value in sorted(self.stats().items()):
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                name = "lmcontrol_engine_" + "".join(ch if ch.isalnum() else "_" for ch in str(key))
+                yield GaugeMetricFamily(name, f"engine.stats()['{key}']", value=float(value))
