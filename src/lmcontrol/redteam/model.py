@@ -32,6 +32,14 @@ log = logging.getLogger(__name__)
 ARTIFACT_KIND = "redteam.investigator"
 
 
+def user_turn_prefix(lm: LanguageModel) -> str:
+    """The text before a user message in ``lm``'s chat template (its default system turn included), or ""."""
+    if not lm.has_chat_template:
+        return ""
+    mark = "\x00MARK\x00"
+    return lm.format_prompt(mark).split(mark)[0]
+
+
 def teacher_forced_logprobs(
     model: torch.nn.Module, tokenizer: Any, contexts: Sequence[str], targets: Sequence[str], eos: bool = True
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -163,8 +171,9 @@ class Investigator:
 
     @torch.no_grad()
     def prior_logprob(self, prompts: Sequence[str], batch_size: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
-        """log p_prior(x) under the plain base LM, x as the content of a user turn; and x's token counts."""
-        head = "<|im_start|>user\n" if self.lm.has_chat_template else ""
+        """log p_prior(x) under the plain base LM: x as a complete user turn after the template's default
+        system turn (its end-of-turn token included); and the token counts."""
+        head = user_turn_prefix(self.lm)
         sums, counts = [], []
         with self.base_only():
             for s in range(0, len(prompts), batch_size):

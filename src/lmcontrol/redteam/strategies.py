@@ -6,7 +6,8 @@ fluency metrics of a set of prompts.
   of strategies is found, not chosen). A cluster's name is its ``n_names`` prompts closest to its centroid.
 - Self-BLEU (Zhu et al. 2018, Texygen): each prompt's sentence BLEU (sacrebleu) against the others of the
   same behaviour, averaged, in [0, 1]; lower is more diverse.
-- Prompt perplexity: exp of the mean token NLL of x as a user turn under the plain base LM (the prior).
+- Prompt perplexity: exp of the mean token NLL of x's tokens as a user message (after the chat template's
+  default system turn) under the plain base LM.
 """
 
 from __future__ import annotations
@@ -76,16 +77,16 @@ def prompt_perplexity(lm: Any, prompts: Sequence[str], batch_size: int = 16) -> 
     """Perplexity of each prompt as a user turn under the plain base LM (no controls, no adapters)."""
     import torch
 
-    from lmcontrol.redteam.model import teacher_forced_logprobs
+    from lmcontrol.redteam.model import teacher_forced_logprobs, user_turn_prefix
 
     if not prompts:
         raise LMControlError("no prompts to score")
-    head = "<|im_start|>user\n" if lm.has_chat_template else ""
+    head = user_turn_prefix(lm)
     out: list[float] = []
     with torch.no_grad():
         for s in range(0, len(prompts), batch_size):
             chunk = list(prompts[s : s + batch_size])
-            lp, n = teacher_forced_logprobs(lm.model, lm.tokenizer, [head] * len(chunk), chunk)
+            lp, n = teacher_forced_logprobs(lm.model, lm.tokenizer, [head] * len(chunk), chunk, eos=False)
             out += [math.exp(-a / max(int(b), 1)) for a, b in zip(lp.tolist(), n.tolist(), strict=True)]
     return out
 
