@@ -28,17 +28,22 @@ SWEEP = {"diffusion-lm-50": 50, "diffusion-lm": 100, "diffusion-lm-200": 200}
 
 
 def table(methods: dict[str, dict], human: float | None) -> str:
-    """One line per task: success (%) of Diffusion-LM and FUDGE AR; then lm-score and seconds per sample."""
-    lines = ["| task | Diffusion-LM success % | FUDGE AR success % |", "|---|---|---|"]
+    """One line per task: success (%) and lm-score of Diffusion-LM and FUDGE AR; then seconds per sample."""
+    lines = [
+        "| task | Diffusion-LM success % | Diffusion-LM lm-score | FUDGE AR success % | FUDGE AR lm-score |",
+        "|---|---|---|---|---|",
+    ]
     dlm, ar = methods.get("diffusion-lm", {}), methods.get("fudge-ar", {})
     for col, label in TASKS.items():
         if col in dlm or col in ar:
-            lines.append(f"| {label} | {dlm.get(col, '')} | {ar.get(col, '')} |")
-    lines.append(f"| lm-score (judge perplexity) | {dlm.get('lm_score', '')} | {ar.get('lm_score', '')} |")
+            key = "lm_score_" + (col.split("success_")[-1] if col != "attribute_chance" else "unconstrained")
+            cells = [dlm.get(col, ""), dlm.get(key, ""), ar.get(col, ""), ar.get(key, "")]
+            lines.append(f"| {label} | " + " | ".join(str(c) for c in cells) + " |")
+    lines.append(f"| all samples | | {dlm.get('lm_score', '')} | | {ar.get('lm_score', '')} |")
     if human is not None:
-        lines.append(f"| lm-score of human E2E references | {human} | |")
+        lines.append(f"| human E2E references | | {human} | | |")
     for name, row in methods.items():
-        lines.append(f"| sec/sample, {name} | {row.get('sec/sample', float('nan')):.3g} | |")
+        lines.append(f"| sec/sample, {name} | {row.get('sec/sample', float('nan')):.3g} | | | |")
     return "\n".join(lines)
 
 

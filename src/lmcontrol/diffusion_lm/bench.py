@@ -277,12 +277,19 @@ def judge_perplexity(lm: LanguageModel, prefix: Control | None, prompt: str, tex
 
 
 def lm_score(rows: list[Row], ctx: Any = None) -> dict[str, float]:
-    """``e2e-lm-score``: the judge's corpus perplexity of one method's samples (module docstring)."""
+    """``e2e-lm-score``: the judge's corpus perplexity of one method's samples, overall and per task (module
+    docstring)."""
+    from lmcontrol.diffusion_lm.targets import parse_target
     from lmcontrol.models import load_lm
 
     lm = load_lm(getattr(ctx, "judge", None))
-    ppl = judge_perplexity(lm, _prefix(lm), AR_PROMPT, [r["continuation"] for r in rows])
-    return {"lm_score": round(ppl, 2)}
+    by_task: dict[str, list[str]] = {}
+    for r in rows:
+        by_task.setdefault(task_of(parse_target(r["prompt"])), []).append(r["continuation"])
+    out = {"lm_score": round(judge_perplexity(lm, _prefix(lm), AR_PROMPT, [r["continuation"] for r in rows]), 2)}
+    for task, texts in by_task.items():
+        out[f"lm_score_{task}"] = round(judge_perplexity(lm, _prefix(lm), AR_PROMPT, texts), 2)
+    return out
 
 
 def add_human_references(results: dict[str, Any], out: Path) -> dict[str, Any]:
