@@ -10,10 +10,6 @@ pytest.importorskip("fastapi")
 
 from fastapi.testclient import TestClient  # noqa: E402
 
-import test_serve_fake_engine  # noqa: E402  TEMPORARY until lmcontrol.engine lands
-
-test_serve_fake_engine.install()
-
 from lmcontrol.serve.config import ServeSettings  # noqa: E402
 
 SYSTEM_SPEC = "system:You are a terse assistant."

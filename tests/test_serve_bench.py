@@ -10,10 +10,6 @@ import pytest
 
 pytest.importorskip("uvicorn")
 
-import test_serve_fake_engine  # noqa: E402  TEMPORARY until lmcontrol.engine lands
-
-test_serve_fake_engine.install()
-
 pytestmark = pytest.mark.slow  # five methods, the identity re-runs and a soak through a real server (~1 min)
 
 

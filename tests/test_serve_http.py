@@ -10,10 +10,6 @@ import pytest
 pytest.importorskip("uvicorn")
 openai = pytest.importorskip("openai")
 
-import test_serve_fake_engine  # noqa: E402  TEMPORARY until lmcontrol.engine lands
-
-test_serve_fake_engine.install()
-
 from lmcontrol.controls import Control  # noqa: E402
 
 

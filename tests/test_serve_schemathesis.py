@@ -12,10 +12,6 @@ pytestmark = pytest.mark.slow
 
 schemathesis = pytest.importorskip("schemathesis")
 
-import test_serve_fake_engine  # noqa: E402  TEMPORARY until lmcontrol.engine lands
-
-test_serve_fake_engine.install()
-
 
 def test_no_generated_request_gets_a_5xx(tiny):
     from fastapi.testclient import TestClient
