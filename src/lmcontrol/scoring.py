@@ -6,7 +6,8 @@ message joined with the controls' system prompts, ``chat=False`` when a control 
 tokens are appended right after it, as the model would have generated them. Soft prompts (embeds and KV
 prefixes) come from ``Control.soft_prompt(rows)``; hidden-state edits (``"final"`` and ``"layer:L"``) and logits
 processors run once per target step with the ``StepContext`` the decoding loop would give them (their
-``lookahead_hidden`` included), so ``score`` of a greedy output equals the log-probs the loop assigned to it.
+``lookahead_hidden`` included, which, as in the engine, sees no layer edit at the candidate position), so
+``score`` of a greedy output equals the log-probs the loop assigned to it.
 
 Layout of one batch (columns of ``input_ids``)::
 
@@ -259,17 +260,13 @@ def target_logits(
             s, lm, rows, batch.input_ids[:, : t_p + s], batch.attention_mask[:, : t_p + s], finished[:, s].cpu()
         )
 
-    state: dict[str, Any] = {"ctx": None}  # None = the teacher-forced pass; a context = a lookahead forward
+    state: dict[str, Any] = {"ctx": None}  # None = the teacher-forced pass; a context = inside a lookahead
 
     def layer_fn(editors: list[Control]) -> Callable[[torch.Tensor], torch.Tensor]:
-        def fn(hidden: torch.Tensor) -> torch.Tensor:  # (B, m_e + T, d) or (B*k, 1, d) in a lookahead
-            hidden = hidden.clone()
-            if state["ctx"] is not None:  # lookahead: edit the candidate position, as decoding does
-                h = hidden[:, -1, :]
-                for c in editors:
-                    h = c.edit_hidden(h, state["ctx"])
-                hidden[:, -1, :] = h
+        def fn(hidden: torch.Tensor) -> torch.Tensor:  # (B, m_e + T, d); (B*k, 1, d) in a lookahead
+            if state["ctx"] is not None:  # a lookahead forward: the engine runs it without layer edits
                 return hidden
+            hidden = hidden.clone()
             for s in range(r):  # step s, in decoding order
                 h = hidden[:, m_e + t_p - 1 + s, :]  # (B, d)
                 ctx = ctx_at(s)
