@@ -149,6 +149,24 @@ def target_token_ids(lm: LanguageModel, target: Target, append_eos: bool = False
     return ids + [int(lm.tokenizer.eos_token_id)] if append_eos else ids
 
 
+def check_inputs(
+    prompts: Sequence[str], targets: Sequence[Target], row_meta: Sequence[dict[str, Any]] | None
+) -> tuple[list[str], list[Target], list[dict[str, Any]]]:
+    """Non-empty prompts, one target and one meta dict (default empty) per prompt; else one-line errors."""
+    prompts, targets = list(prompts), list(targets)
+    if len(prompts) != len(targets):
+        raise LMControlError(f"{len(prompts)} prompts but {len(targets)} targets")
+    if not prompts:
+        raise LMControlError("no prompts given")
+    for i, p in enumerate(prompts):
+        if not isinstance(p, str) or not p.strip():
+            raise LMControlError(f"prompt {i} is empty")
+    meta = [dict(m) for m in row_meta] if row_meta is not None else [{} for _ in prompts]
+    if len(meta) != len(prompts):
+        raise LMControlError(f"row_meta has {len(meta)} entries for {len(prompts)} prompts")
+    return prompts, targets, meta
+
+
 def encode(
     lm: LanguageModel,
     prompts: Sequence[str],
@@ -162,17 +180,7 @@ def encode(
     prompt_index: Sequence[int] | None = None,
 ) -> TargetBatch:
     """Format prompts as ``generate`` does, tokenise them as it does (left padded) and append the targets."""
-    prompts, targets = list(prompts), list(targets)
-    if len(prompts) != len(targets):
-        raise LMControlError(f"{len(prompts)} prompts but {len(targets)} targets")
-    if not prompts:
-        raise LMControlError("no prompts given")
-    for i, p in enumerate(prompts):
-        if not isinstance(p, str) or not p.strip():
-            raise LMControlError(f"prompt {i} is empty")
-    meta = [dict(m) for m in row_meta] if row_meta is not None else [{} for _ in prompts]
-    if len(meta) != len(prompts):
-        raise LMControlError(f"row_meta has {len(meta)} entries for {len(prompts)} prompts")
+    prompts, targets, meta = check_inputs(prompts, targets, row_meta)
     chat, system = prompt_settings(controls, chat, system)
     texts = [lm.format_prompt(p, chat=chat, system=system) for p in prompts]
     ids, mask = tokenize_prompts(lm, texts, chat)  # (B, T_p) left padded, exactly as decoding
@@ -397,14 +405,7 @@ def score(
     """
     if batch_size < 1:
         raise LMControlError(f"batch_size must be >= 1, got {batch_size}")
-    prompts, targets = list(prompts), list(targets)
-    if len(prompts) != len(targets):
-        raise LMControlError(f"{len(prompts)} prompts but {len(targets)} targets")
-    if not prompts:
-        raise LMControlError("no prompts given")
-    meta = list(row_meta) if row_meta is not None else [{} for _ in prompts]
-    if len(meta) != len(prompts):
-        raise LMControlError(f"row_meta has {len(meta)} entries for {len(prompts)} prompts")
+    prompts, targets, meta = check_inputs(prompts, targets, row_meta)  # the whole call fails before any work
     _check_controls(controls)
     for c in controls:
         c.setup(lm)
