@@ -42,7 +42,7 @@ test-all: $(STAMP)
 # /usr/bin/chromium, it downloads no browser of its own).
 test-browser: $(STAMP)
 	command -v chromium >/dev/null || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; }
-	$(VENV)/bin/pytest -q -m slow tests/test_serve_browser.py
+	LMCONTROL_BROWSER_TEST=1 $(VENV)/bin/pytest -q -m slow tests/test_serve_browser.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks scripts

@@ -1,6 +1,7 @@
 """The web playground in headless Chromium (Debian's ``chromium``, driven by Playwright; no browser download).
 
-Run it with ``make test-browser`` (installs ``chromium`` with apt-get when it is missing). It serves the
+Run it with ``make test-browser`` (installs ``chromium`` with apt-get when it is missing and sets
+``LMCONTROL_BROWSER_TEST=1``; ``make test-slow`` skips it, so CI runs it once). It serves the
 embedded model with the committed pirate compressed prompt loaded, ticks that control in the page, generates
 base and controlled outputs side by side and waits for their scores. With ``LMCONTROL_UPDATE_SCREENSHOT=1``
 the screenshot is written to ``docs/img/serve-playground.png`` (the one docs/serving.md shows).
@@ -43,6 +44,8 @@ def server(embedded):
 
 
 def test_playground_streams_base_and_controlled_side_by_side(server, tmp_path):
+    if os.environ.get("LMCONTROL_BROWSER_TEST") != "1":
+        pytest.skip("the browser test runs with `make test-browser` (LMCONTROL_BROWSER_TEST=1)")
     if not Path(CHROMIUM).exists() and shutil.which("chromium") is None:
         pytest.skip("chromium is not installed (make test-browser installs it)")
     sync_api = pytest.importorskip("playwright.sync_api")
