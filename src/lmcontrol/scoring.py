@@ -32,8 +32,7 @@ import torch
 from lmcontrol import LMControlError
 from lmcontrol import hf_adapter as hf
 from lmcontrol.controls import Control, Rows, SoftPrompt, StepContext, merge_soft_prompts
-from lmcontrol.generation import _parse_site as parse_site  # the decoding loop's site grammar ('final', 'layer:L')
-from lmcontrol.generation import build_prefill, forward_hidden, lm_logits, tokenize_prompts
+from lmcontrol.generation import build_prefill, forward_hidden, lm_logits, parse_site, tokenize_prompts
 from lmcontrol.models import LanguageModel
 
 Target = str | Sequence[int]  # text (tokenised without special tokens) or token ids
