@@ -222,3 +222,25 @@ def test_healthz_metrics_and_playground(client):
 def test_score_endpoint_validates_metric_names(client):
     r = client.post("/v1/score", json={"texts": ["hi"], "metrics": ["nope"]})
     assert r.status_code == 400 and "unknown score metric" in r.json()["error"]["message"]
+
+
+def test_request_timeout_is_408_and_an_error_event_when_streaming(tiny):
+    import time
+
+    from lmcontrol.controls import Control
+
+    class Slow(Control):
+        name = "slow"
+
+        def process_logits(self, logits, ctx):
+            time.sleep(0.05)
+            return logits
+
+    c, _ = make_client(tiny, request_timeout=0.3)
+    c.app.state.controls.add("slow", Slow())
+    with c:
+        req = {"model": "smollm2:slow", "prompt": "a", "max_tokens": 30, "temperature": 0}
+        r = c.post("/v1/completions", json=req)
+        assert r.status_code == 408 and r.json()["error"]["code"] == "timeout"
+        events = sse_events(c.post("/v1/completions", json={**req, "stream": True}).text)
+        assert events[-1] == "[DONE]" and events[-2]["error"]["type"] == "timeout_error"
