@@ -19,10 +19,8 @@ from lmcontrol import LMControlError
 from lmcontrol import hf_adapter as hf
 from lmcontrol.controls import Control, SoftPrompt
 from lmcontrol.engine import Engine, Request, SamplingParams
-from lmcontrol.engine.engine import _parse_site  # noqa: F401  (the hidden-site grammar, re-exported)
+from lmcontrol.engine.state import parse_site  # noqa: F401  (the hidden-site grammar, re-exported)
 from lmcontrol.models import LanguageModel
-
-parse_site = _parse_site
 
 
 @dataclasses.dataclass(frozen=True)

@@ -17,7 +17,6 @@ RE-Control, enables them locally).
 from __future__ import annotations
 
 import collections
-import dataclasses
 import logging
 import threading
 import time
@@ -31,53 +30,12 @@ from lmcontrol.engine.cache import SlotCache
 from lmcontrol.engine.request import QueueFull, Request, RequestHandle, RequestOutput, TokenEvent
 from lmcontrol.engine.runner import lookahead_hidden, make_runner
 from lmcontrol.engine.sampling import row_generator
+from lmcontrol.engine.state import RequestState, Row, expired, prepare
 from lmcontrol.engine.step import next_tokens
+from lmcontrol.engine.text import eos_ids, finalise, hit_stop, stream_delta
 from lmcontrol.models import LanguageModel
 
 log = logging.getLogger(__name__)
-
-
-@dataclasses.dataclass
-class RequestState:
-    """Engine-side state of one request (shared by its best-of-N rows)."""
-
-    request: Request
-    handle: RequestHandle
-    prompt: str
-    text: str  # what the model reads: chat template, system prompt
-    prompt_ids: list[int]
-    controls: list[Control]
-    hidden_sites: dict[int, int | None]  # id(control) -> layer (None = final norm)
-    num_candidates: int
-    temperature: float
-    pad_id: int
-    index: int = 0  # position in a generate() call (for error messages)
-    deadline: float | None = None
-    rows: list[Sequence] = dataclasses.field(default_factory=list)
-    first_token: float | None = None
-
-    @property
-    def params(self):
-        return self.request.params
-
-    @property
-    def streaming(self) -> bool:
-        return (self.request.stream or self.request.on_token is not None) and self.num_candidates == 1
-
-
-@dataclasses.dataclass
-class Sequence:
-    """One row of the batch: a request's candidate, its generator and the tokens it has produced."""
-
-    state: RequestState
-    candidate: int
-    temperature: float
-    generator: torch.Generator | None
-    generated: list[int] = dataclasses.field(default_factory=list)
-    next_position: int = 0
-    done: bool = False
-    finish_reason: str | None = None
-    streamed: int = 0  # characters already sent
 
 
 class Engine:
@@ -107,10 +65,10 @@ class Engine:
             dtype=self.dtype,
             device=self.device,
         )
-        self.eos_set = set(_eos_ids(lm))
+        self.eos_set = set(eos_ids(lm))
         self.pad_id = int(lm.tokenizer.pad_token_id)
         self.waiting: collections.deque[RequestState] = collections.deque()
-        self.running: list[Sequence] = []  # running[i] lives in cache slot i
+        self.running: list[Row] = []  # running[i] lives in cache slot i
         self._cond = threading.Condition()
         self._thread: threading.Thread | None = None
         self._stop = False
@@ -123,7 +81,7 @@ class Engine:
     def submit(self, request: Request, *, index: int = 0) -> RequestHandle:
         """Validate and queue a request (thread-safe). Raises ``LMControlError`` for bad input, ``QueueFull``."""
         request.validate()
-        state = self._prepare(request, index)
+        state = prepare(self.lm, request, index, self.max_batch_size, self.pad_id)
         with self._cond:
             if len(self.waiting) >= self.max_queue:
                 raise QueueFull(f"the queue is full ({self.max_queue} waiting requests)")
@@ -131,37 +89,6 @@ class Engine:
             self.counters["submitted"] += 1
             self._cond.notify_all()
         return state.handle
-
-    def _prepare(self, request: Request, index: int) -> RequestState:
-        lm, controls = self.lm, list(request.controls)
-        for c in controls:
-            c.setup(lm)
-        sites = {id(c): _parse_site(c.hidden_site or "final", lm) for c in controls if c.uses_hidden}
-        n_cand = max([c.num_candidates for c in controls] + [1])
-        if n_cand > self.max_batch_size:
-            raise LMControlError(f"best-of-{n_cand} needs more rows than the engine's batch of {self.max_batch_size}")
-        temperature = float(request.params.temperature)
-        if n_cand > 1 and temperature == 0:
-            temperature = max(c.candidate_temperature for c in controls if c.num_candidates > 1)
-        parts = [request.system] if request.system else []
-        parts += [s for c in controls if (s := c.system_prompt())]
-        system = "\n\n".join(parts) if parts else None
-        chat = request.chat and not any(c.chat is False for c in controls)
-        if request.messages is not None:
-            text, prompt = _format_messages(lm, request.messages, system), request.messages[-1]["content"]
-        else:
-            text, prompt = lm.format_prompt(request.prompt, chat=chat, system=system), request.prompt
-        ids = lm.tokenizer(text, add_special_tokens=not (chat and lm.has_chat_template))["input_ids"]
-        if len(ids) + request.params.max_new_tokens > lm.info.max_positions:
-            raise LMControlError(
-                f"prompt too long: {len(ids)} tokens + {request.params.max_new_tokens} new exceeds the model's "
-                f"context of {lm.info.max_positions}"
-            )
-        handle = RequestHandle(request.request_id)
-        deadline = handle.submitted + request.timeout if request.timeout else None
-        return RequestState(
-            request, handle, prompt, text, list(ids), controls, sites, n_cand, temperature, self.pad_id, index, deadline
-        )
 
     # ------------------------------------------------------------------------------------------------ run
     def run_until_idle(self, raise_errors: bool = True) -> None:
@@ -237,13 +164,13 @@ class Engine:
         with self._cond:
             waiting = list(self.waiting)
         for state in waiting:
-            reason = _expired(state, now)
+            reason = expired(state, now)
             if reason:
                 with self._cond:
                     self.waiting.remove(state)
                 self._finish(state, reason)
         for seq in self.running:
-            reason = _expired(seq.state, now)
+            reason = expired(seq.state, now)
             if reason and not seq.done:
                 seq.done, seq.finish_reason = True, reason
 
@@ -260,7 +187,7 @@ class Engine:
     def _prefill(self, start: int, admitted: list[RequestState]) -> torch.Tensor:
         """Lay out the admitted requests' rows in slots start.. and run their prompts -> first tokens (A,)."""
         seqs = [
-            Sequence(st, j, st.temperature, row_generator(st.params.seed, j, self.device))
+            Row(st, j, st.temperature, row_generator(st.params.seed, j, self.device))
             for st in admitted
             for j in range(st.num_candidates)
         ]
@@ -344,7 +271,7 @@ class Engine:
 
         return lookahead
 
-    def _reserve(self, slots: int, prefill_width: int, new: list[Sequence]) -> None:
+    def _reserve(self, slots: int, prefill_width: int, new: list[Row]) -> None:
         need = [prefill_width + s.state.params.max_new_tokens for s in new]
         need += [
             int(self.cache.length[i]) + s.state.params.max_new_tokens - len(s.generated)
@@ -355,7 +282,7 @@ class Engine:
             columns = max(columns, min(2 * self.cache.columns, self.lm.info.max_positions + 512))
         self.cache.reserve(slots, columns)
 
-    def _soft_prompts(self, seqs: list[Sequence]) -> tuple[SoftPrompt | None, SoftPrompt | None]:
+    def _soft_prompts(self, seqs: list[Row]) -> tuple[SoftPrompt | None, SoftPrompt | None]:
         """Each soft-prompt control computes its prompt once, on the rows that carry it; the parts are laid out
         per row (rows without a part see no virtual tokens there) and merged into one embeds / one kv prompt."""
         owners: dict[int, tuple[Control, list[int]]] = {}
@@ -396,30 +323,26 @@ class Engine:
             self.counters["tokens_generated"] += 1
             if tok in self.eos_set:
                 seq.done, seq.finish_reason = True, "stop"
-            elif st.params.stop and _hit_stop(self.lm, seq.generated, st.params.stop):
+            elif st.params.stop and hit_stop(self.lm, seq.generated, st.params.stop):
                 seq.done, seq.finish_reason = True, "stop"
             elif len(seq.generated) >= st.params.max_new_tokens:
                 seq.done, seq.finish_reason = True, "length"
             if st.streaming and not seq.done:
                 self._stream(seq, final=False)
 
-    def _stream(self, seq: Sequence, final: bool) -> None:
+    def _stream(self, seq: Row, final: bool) -> None:
+        """Send the row's new text: while running, what is safe to show; at the end, the rest of the final text."""
         st = seq.state
         if final:
-            text = _finalise(self.lm, seq.generated, self.eos_set, st.params.stop)[0]
-        else:
-            text = self.lm.tokenizer.decode(seq.generated, skip_special_tokens=True)
-            hold = max((len(s) for s in st.params.stop), default=1) - 1  # a stop string may be starting
-            text = text[: len(text) - hold] if hold else text
-            if text.endswith("\ufffd"):  # an incomplete character
+            delta = finalise(self.lm, seq.generated, self.eos_set, st.params.stop)[0][seq.streamed :]
+            if not delta:
                 return
-        if len(text) > seq.streamed or not final:
-            event = TokenEvent(
-                st.request.request_id, text[seq.streamed :], seq.generated[-1] if seq.generated else None
-            )
-            seq.streamed = max(seq.streamed, len(text))
-            if event.text or not final:
-                self._emit(st, event)
+        else:
+            delta = stream_delta(self.lm, seq.generated, st.params.stop, seq.streamed)
+            if delta is None:
+                return
+        seq.streamed += len(delta)
+        self._emit(st, TokenEvent(st.request.request_id, delta, seq.generated[-1] if seq.generated else None))
 
     def _emit(self, st: RequestState, event: TokenEvent) -> None:
         st.handle._push(event)
@@ -453,7 +376,7 @@ class Engine:
         rows = sorted(st.rows, key=lambda s: s.candidate)
         texts, ids = [], []
         for s in rows:
-            t, i = _finalise(self.lm, s.generated, self.eos_set, st.params.stop)
+            t, i = finalise(self.lm, s.generated, self.eos_set, st.params.stop)
             texts.append(t)
             ids.append(i)
         choice = 0
@@ -505,75 +428,3 @@ class Engine:
             self.cache.clear(slot)
         for st in states.values():
             self._finish(st, "error", error=str(exc))
-
-
-# ---------------------------------------------------------------------------------------------------- helpers
-
-
-def _expired(state: RequestState, now: float) -> str | None:
-    if state.handle.cancelled:
-        return "cancelled"
-    if state.deadline is not None and now > state.deadline:
-        return "timeout"
-    return None
-
-
-def _parse_site(site: str, lm: LanguageModel) -> int | None:
-    """None for the final-norm site, else the layer index."""
-    if site in ("final", "final_norm"):
-        return None
-    if site.startswith("layer:"):
-        try:
-            layer = int(site.split(":", 1)[1])
-        except ValueError:
-            raise LMControlError(f"bad hidden site '{site}' (use 'final' or 'layer:L')") from None
-        if not -lm.info.num_layers <= layer < lm.info.num_layers:
-            raise LMControlError(f"hidden site '{site}': the model has {lm.info.num_layers} layers")
-        return layer % lm.info.num_layers
-    raise LMControlError(f"bad hidden site '{site}' (use 'final' or 'layer:L')")
-
-
-def _format_messages(lm: LanguageModel, messages: list[dict[str, str]], system: str | None) -> str:
-    if not lm.has_chat_template:
-        raise LMControlError(f"'{lm.info.name}' has no chat template; send a prompt instead of messages")
-    msgs = [dict(m) for m in messages]
-    if system:
-        if msgs[0]["role"] == "system":
-            msgs[0]["content"] = f"{system}\n\n{msgs[0]['content']}"
-        else:
-            msgs.insert(0, {"role": "system", "content": system})
-    return lm.tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
-
-
-def _eos_ids(lm: LanguageModel) -> list[int]:
-    ids = set()
-    eos = getattr(lm.model.generation_config, "eos_token_id", None)
-    if isinstance(eos, int):
-        ids.add(eos)
-    elif eos:
-        ids.update(int(e) for e in eos)
-    if lm.tokenizer.eos_token_id is not None:
-        ids.add(int(lm.tokenizer.eos_token_id))
-    return sorted(ids)
-
-
-def _hit_stop(lm: LanguageModel, generated: list[int], stop: tuple[str, ...]) -> bool:
-    # Decode only a tail window: a stop string can only complete within the last few tokens.
-    tail = lm.tokenizer.decode(generated[-16:], skip_special_tokens=True)
-    return any(s in tail for s in stop)
-
-
-def _finalise(lm: LanguageModel, row: list[int], eos: set[int], stop: tuple[str, ...]) -> tuple[str, list[int]]:
-    """Cut a row at its first EOS (and stop string) and decode it."""
-    for j, t in enumerate(row):
-        if t in eos:
-            row = row[:j]
-            break
-    text = lm.tokenizer.decode(row, skip_special_tokens=True)
-    if stop:
-        hits = [text.find(s) for s in stop if s in text]
-        if hits:
-            text = text[: min(hits)]
-            while row and len(lm.tokenizer.decode(row, skip_special_tokens=True)) > len(text):
-                row = row[:-1]  # keep ids consistent with the cut text
-    return text, list(row)

@@ -24,7 +24,7 @@ from lmcontrol.controls import Control, Rows, StepContext
 from lmcontrol.engine.sampling import choose_tokens
 
 if TYPE_CHECKING:
-    from lmcontrol.engine.engine import Sequence as Row
+    from lmcontrol.engine.state import Row
 
 
 @dataclasses.dataclass

@@ -1,0 +1,207 @@
+"""``lmcontrol bench engine``: the engine against ``model.generate`` (and llama.cpp when installed), side by side.
+
+Every contender decodes the same prompts greedily in one process, interleaved by the bench runner, so machine
+load hits all alike; compare the ratios, not the absolute tokens/s.
+
+- ``hf-generate@B`` — transformers' ``model.generate`` on batches of B prompts (B = 1, 8): the reference.
+- ``engine@B`` — the engine at the model's dtype (float32): token-identical to ``model.generate``.
+- ``engine-bf16@B`` / ``hf-generate-bf16@8`` — a bfloat16 copy of the model (half the memory traffic; on CPUs
+  with AVX512-BF16 the matmuls run natively); its greedy text is compared with float32's.
+- ``engine-continuous`` — 8 requests that arrive one per decode step and join the running batch (continuous
+  batching), aggregate tokens/s.
+- ``llama.cpp@1`` / ``llama.cpp@8`` — llama-cpp-python on the same embedded GGUF (Q4_1) if ``llama_cpp`` is
+  importable (one request at a time; llama-cpp-python has no batched API, so @8 is 8 requests in sequence).
+
+``finalize`` adds per method its tokens/s over the reference at the same batch (``speed-up``) and the share of
+prompts whose greedy text equals float32 ``model.generate`` (``= generate``).
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import importlib.util
+import json
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from lmcontrol.generation import GenerationConfig, GenerationOutput
+    from lmcontrol.models import LanguageModel
+
+BATCH = 8
+PROMPTS = "hh-rlhf:helpful-base"
+
+
+_BF16: dict[int, LanguageModel] = {}
+
+
+def _bf16(lm: LanguageModel) -> LanguageModel:
+    """A bfloat16 copy of ``lm`` (made once per process)."""
+    import torch
+
+    from lmcontrol.models import LanguageModel
+
+    if id(lm) not in _BF16:
+        _BF16[id(lm)] = LanguageModel(copy.deepcopy(lm.model).to(torch.bfloat16), lm.tokenizer, lm.info)
+    return _BF16[id(lm)]
+
+
+def _output(prompts: list[str], texts: list[str], ids: list[list[int]], seconds: float, first: float):
+    from lmcontrol.generation import GenerationOutput
+
+    return GenerationOutput(prompts, texts, ids, seconds, first, sum(len(i) for i in ids))
+
+
+def hf_generate(lm: LanguageModel, prompts: list[str], config: GenerationConfig, batch: int) -> GenerationOutput:
+    """``model.generate`` (greedy) on batches of ``batch`` prompts, cut at EOS like the engine."""
+    from lmcontrol.generation import tokenize_prompts
+
+    eos = lm.tokenizer.eos_token_id
+    t0 = time.perf_counter()
+    texts, ids_out = [], []
+    for i in range(0, len(prompts), batch):
+        chunk = prompts[i : i + batch]
+        ids, mask = tokenize_prompts(lm, [lm.format_prompt(p, chat=config.chat) for p in chunk], config.chat)
+        device = next(lm.model.parameters()).device
+        out = lm.model.generate(
+            input_ids=ids.to(device),
+            attention_mask=mask.to(device),
+            max_new_tokens=config.max_new_tokens,
+            do_sample=False,
+            pad_token_id=lm.tokenizer.pad_token_id,
+        )
+        for row in out[:, ids.shape[1] :].tolist():
+            row = row[: row.index(eos)] if eos in row else row
+            ids_out.append(row)
+            texts.append(lm.tokenizer.decode(row, skip_special_tokens=True))
+    return _output(prompts, texts, ids_out, time.perf_counter() - t0, float("nan"))
+
+
+def engine_batches(lm: LanguageModel, prompts: list[str], config: GenerationConfig, batch: int) -> GenerationOutput:
+    """The engine on batches of ``batch`` prompts (each batch submitted at once)."""
+    from lmcontrol.generation import generate
+
+    t0 = time.perf_counter()
+    outs = [generate(lm, prompts[i : i + batch], config) for i in range(0, len(prompts), batch)]
+    return _output(
+        prompts,
+        [t for o in outs for t in o.texts],
+        [t for o in outs for t in o.token_ids],
+        time.perf_counter() - t0,
+        outs[0].first_token_seconds,
+    )
+
+
+def engine_continuous(lm: LanguageModel, prompts: list[str], config: GenerationConfig) -> GenerationOutput:
+    """Requests arriving one per decode step into a running engine (max batch 8): continuous batching."""
+    from lmcontrol.engine import Engine, Request
+
+    engine = Engine(lm, max_batch_size=BATCH)
+    t0 = time.perf_counter()
+    handles = []
+    for p in prompts:
+        handles.append(engine.submit(Request(prompt=p, params=config.sampling_params(), chat=config.chat)))
+        engine.step()
+    engine.run_until_idle()
+    outs = [h.result() for h in handles]
+    return _output(
+        prompts,
+        [o.text for o in outs],
+        [o.token_ids for o in outs],
+        time.perf_counter() - t0,
+        min(o.first_token_seconds for o in outs),
+    )
+
+
+@functools.cache
+def _llama_cpp() -> Any:
+    import importlib.resources
+
+    import llama_cpp
+
+    from lmcontrol.models import EMBEDDED_GGUF, EMBEDDED_PACKAGE
+
+    path = importlib.resources.files(EMBEDDED_PACKAGE).joinpath(EMBEDDED_GGUF)
+    return llama_cpp.Llama(model_path=str(path), n_ctx=2048, n_threads=2, verbose=False)
+
+
+def llama_cpp_run(lm: LanguageModel, prompts: list[str], config: GenerationConfig) -> GenerationOutput:
+    """llama-cpp-python on the embedded GGUF, greedy, one request at a time, same chat template."""
+    llm = _llama_cpp()
+    t0 = time.perf_counter()
+    texts, ids = [], []
+    for p in prompts:
+        text = lm.format_prompt(p, chat=config.chat)
+        out = llm.create_completion(text, max_tokens=config.max_new_tokens, temperature=0.0, top_k=1)
+        texts.append(out["choices"][0]["text"])
+        ids.append(lm.tokenizer(texts[-1], add_special_tokens=False)["input_ids"])
+    return _output(prompts, texts, ids, time.perf_counter() - t0, float("nan"))
+
+
+def finalize(results: dict[str, Any], out: Path) -> dict[str, Any]:
+    """Speed-up over the same-batch reference, and agreement of greedy text with float32 model.generate."""
+    rows: dict[str, dict[str, str]] = {}
+    for line in (out / "generations.jsonl").read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            r = json.loads(line)
+            rows.setdefault(r["method"], {})[r["prompt"]] = r["continuation"]
+    methods = results["methods"]
+    reference = {"1": "hf-generate@1", "8": "hf-generate@8"}
+    for name, values in methods.items():
+        batch = "1" if name.endswith("@1") else "8"
+        ref = methods.get(reference[batch], {})
+        if values.get("tokens/s") and ref.get("tokens/s"):
+            values["speed-up"] = values["tokens/s"] / ref["tokens/s"]
+        fp32 = rows.get(reference[batch]) or rows.get("hf-generate@8") or {}
+        mine = rows.get(name, {})
+        common = [p for p in mine if p in fp32]
+        if common:
+            values["= generate"] = sum(mine[p] == fp32[p] for p in common) / len(common)
+    return results
+
+
+def make_suite() -> Any:
+    from lmcontrol.bench.suite import BenchMethod, BenchSuite, rows_from_dataset
+    from lmcontrol.generation import GenerationConfig
+
+    methods = [
+        BenchMethod("hf-generate@1", run=lambda lm, p, c: hf_generate(lm, p, c, 1), help="model.generate, batch 1"),
+        BenchMethod("engine@1", run=lambda lm, p, c: engine_batches(lm, p, c, 1), help="the engine, batch 1"),
+        BenchMethod("hf-generate@8", run=lambda lm, p, c: hf_generate(lm, p, c, 8), help="model.generate, batch 8"),
+        BenchMethod("engine@8", run=lambda lm, p, c: engine_batches(lm, p, c, 8), help="the engine, batch 8"),
+        BenchMethod(
+            "engine-bf16@1", run=lambda lm, p, c: engine_batches(_bf16(lm), p, c, 1), help="bfloat16 model, batch 1"
+        ),
+        BenchMethod(
+            "engine-bf16@8", run=lambda lm, p, c: engine_batches(_bf16(lm), p, c, 8), help="bfloat16 model, batch 8"
+        ),
+        BenchMethod(
+            "hf-generate-bf16@8",
+            run=lambda lm, p, c: hf_generate(_bf16(lm), p, c, 8),
+            help="model.generate on the bfloat16 model, batch 8",
+        ),
+        BenchMethod(
+            "engine-continuous", run=engine_continuous, help="8 requests joining a running batch, one per step"
+        ),
+        BenchMethod(
+            "engine-bf16-continuous",
+            run=lambda lm, p, c: engine_continuous(_bf16(lm), p, c),
+            help="the same on the bfloat16 model",
+        ),
+    ]
+    if importlib.util.find_spec("llama_cpp") is not None:
+        methods += [
+            BenchMethod("llama.cpp@1", run=llama_cpp_run, help="llama-cpp-python, embedded GGUF, one at a time"),
+        ]
+    return BenchSuite(
+        name="engine",
+        prompts=rows_from_dataset(PROMPTS, field="first_human"),
+        methods=tuple(methods),
+        metrics=(),
+        generation=GenerationConfig(max_new_tokens=64, temperature=0.0),
+        batch_size=BATCH,
+        help="engine vs model.generate (and llama.cpp): tokens/s ratios at batch 1 and 8, continuous batching",
+        finalize=finalize,
+    )
