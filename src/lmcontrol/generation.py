@@ -142,6 +142,22 @@ def tokenize_prompts(lm: LanguageModel, texts: list[str], chat: bool) -> tuple[t
 # one call = one engine run
 
 
+def check_prompts(
+    prompts: Sequence[str], row_meta: Sequence[dict[str, Any]] | None = None
+) -> tuple[list[str], list[dict[str, Any]]]:
+    """Non-empty prompts and one meta dict per prompt (default empty), else a one-line ``LMControlError``."""
+    prompts = list(prompts)
+    if not prompts:
+        raise LMControlError("no prompts given")
+    for i, p in enumerate(prompts):
+        if not isinstance(p, str) or not p.strip():
+            raise LMControlError(f"prompt {i} is empty")
+    meta = [dict(m) for m in row_meta] if row_meta is not None else [{} for _ in prompts]
+    if len(meta) != len(prompts):
+        raise LMControlError(f"row_meta has {len(meta)} entries for {len(prompts)} prompts")
+    return prompts, meta
+
+
 def generate(
     lm: LanguageModel,
     prompts: Sequence[str],
@@ -159,15 +175,7 @@ def generate(
         row_meta: optional per-prompt dicts handed to controls (e.g. ``{"prefix": "e2e"}`` for a prefix library).
     """
     config = config or GenerationConfig()
-    prompts = list(prompts)
-    if not prompts:
-        raise LMControlError("no prompts given")
-    for i, p in enumerate(prompts):
-        if not isinstance(p, str) or not p.strip():
-            raise LMControlError(f"prompt {i} is empty")
-    meta = [dict(m) for m in row_meta] if row_meta is not None else [{} for _ in prompts]
-    if len(meta) != len(prompts):
-        raise LMControlError(f"row_meta has {len(meta)} entries for {len(prompts)} prompts")
+    prompts, meta = check_prompts(prompts, row_meta)
     t_start = time.perf_counter()
     n_cand = max([c.num_candidates for c in controls] + [1])
     engine = Engine(lm, max_batch_size=len(prompts) * n_cand, max_queue=len(prompts))

@@ -32,7 +32,14 @@ import torch
 from lmcontrol import LMControlError
 from lmcontrol import hf_adapter as hf
 from lmcontrol.controls import Control, Rows, SoftPrompt, StepContext, merge_soft_prompts
-from lmcontrol.generation import build_prefill, forward_hidden, lm_logits, parse_site, tokenize_prompts
+from lmcontrol.generation import (
+    build_prefill,
+    check_prompts,
+    forward_hidden,
+    lm_logits,
+    parse_site,
+    tokenize_prompts,
+)
 from lmcontrol.models import LanguageModel
 
 Target = str | Sequence[int]  # text (tokenised without special tokens) or token ids
@@ -155,14 +162,7 @@ def check_inputs(
     prompts, targets = list(prompts), list(targets)
     if len(prompts) != len(targets):
         raise LMControlError(f"{len(prompts)} prompts but {len(targets)} targets")
-    if not prompts:
-        raise LMControlError("no prompts given")
-    for i, p in enumerate(prompts):
-        if not isinstance(p, str) or not p.strip():
-            raise LMControlError(f"prompt {i} is empty")
-    meta = [dict(m) for m in row_meta] if row_meta is not None else [{} for _ in prompts]
-    if len(meta) != len(prompts):
-        raise LMControlError(f"row_meta has {len(meta)} entries for {len(prompts)} prompts")
+    prompts, meta = check_prompts(prompts, row_meta)
     return prompts, targets, meta
 
 
