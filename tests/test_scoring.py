@@ -148,7 +148,7 @@ def _controls(lm):
     return [
         System(),
         Soft(lambda rows: SoftPrompt.from_kv(_kv(lm, len(rows), 2, seed=1))),
-        Soft(lambda rows: SoftPrompt(mask=torch.tensor([[True, True], [False, True], [False, False]]),
+        Soft(lambda rows: SoftPrompt(mask=torch.tensor([[True, True], [False, True], [False, False]])[: len(rows)],
                                      embeds=emb[: len(rows)])),
         AddAtSite("layer:0", 0.5, 2, d),
         AddAtSite("final", 0.5, 3, d),
@@ -174,9 +174,9 @@ def test_teacher_forcing_equals_decoding(tiny, which):
 
 
 def test_controls_change_the_score(tiny):
-    plain = score(tiny, PROMPTS, TARGETS)
+    plain = score(tiny, PROMPTS[:1], TARGETS[:1])
     for c in _controls(tiny):
-        other = score(tiny, PROMPTS, TARGETS, [c])
+        other = score(tiny, PROMPTS[:1], TARGETS[:1], [c])
         assert (other.sum_logprobs - plain.sum_logprobs).abs().max() > 1e-3, type(c).__name__
 
 

@@ -93,7 +93,13 @@ def field_help(cls: type) -> dict[str, str]:
     for f in dataclasses.fields(cls):
         if "help" in f.metadata:
             docs[f.name] = str(f.metadata["help"])
-    return {k: v[:1].upper() + v[1:] for k, v in docs.items()}
+    return {k: _sentence_case(v) for k, v in docs.items()}
+
+
+def _sentence_case(text: str) -> str:
+    """Capitalise the first word unless it is a symbol (``k``, ``m``) or code."""
+    first = text.split(" ", 1)[0].rstrip(",.:;")
+    return text if len(first) < 2 or not first.isalpha() else text[:1].upper() + text[1:]
 
 
 # ---------------------------------------------------------------------------------------------------------
