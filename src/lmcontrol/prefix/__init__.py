@@ -3,6 +3,6 @@
 - ``config.PrefixConfig`` / ``model.Prefix``: per-layer key/value prefixes, trained through an embedding -> MLP
   reparameterisation and merged into plain KV tensors for serving;
 - ``train``: ``lmcontrol train prefix`` (next-token CE on the target only, the LM frozen);
-- ``library.PrefixLibrary``: many prefix artifacts, each row of one batch naming its own (or none);
+- ``control.PrefixLibrary``: many prefix artifacts, each row of one batch naming its own (or none);
 - ``compress``: distil a long prompt into k soft KV tokens by KL to the full-prompt model.
 """
