@@ -767,3 +767,25 @@ def test_fuzz_jsonl_bytes(data):
             assert "\n" not in str(e)
             return
         assert all(isinstance(r, dict) for r in rows)
+
+
+HOSTILE_LINES = st.one_of(
+    st.integers(0, 300_000).map(lambda n: '{"prompt": "p", "x": ' + "[" * n + "]" * n + "}"),
+    st.integers(0, 20_000).map(lambda n: '{"prompt": "p", "n": 1' + "0" * n + "}"),
+    st.sampled_from(["NaN", "Infinity", "-Infinity", "1e999", "null", "[]", '""', "{}", '{"prompt": 1}']),
+    st.integers(0, 300_000).map(lambda n: '{"prompt": ' + '{"a": ' * n + "1" + "}" * n + "}"),
+)
+
+
+@FUZZ
+@given(st.lists(HOSTILE_LINES, min_size=1, max_size=3))
+def test_fuzz_hostile_jsonl(lines):
+    from lmcontrol.cli.generate_cmd import read_prompt_rows
+
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / "rows.jsonl"
+        path.write_text("\n".join(lines) + "\n")
+        try:
+            read_prompt_rows(path)
+        except LMControlError as e:
+            assert "\n" not in str(e)

@@ -312,8 +312,9 @@ def load_lm(name_or_path: str | None = None, *, dtype: str = "float32") -> Langu
                 "reachable; omit --model to use the embedded default SmolLM2-135M-Instruct"
             ) from None
         first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+        where = "the local path is not a model directory" if Path(name).exists() else "not downloadable here"
         raise LMControlError(
-            f"model '{name_or_path}' could not be loaded (not a local path, and not downloadable here: {first}); "
+            f"model '{name_or_path}' could not be loaded ({where}: {first}); "
             "omit --model to use the embedded default SmolLM2-135M-Instruct"
         ) from None
     return _prepare(name, model, tokenizer)
