@@ -249,3 +249,55 @@ def test_committed_artifact_samples_are_pinned() -> None:
         "The Locate a Locate Locate family pub at is to the Locate . more food hamburgers It range sold . . "
         "rating is 1 .",
     ]
+
+
+# --- the benchmark suite's targets and success checks ------------------------------------------------------------
+@pytest.mark.parametrize(
+    "target",
+    [
+        ControlTarget(attribute=("customer rating", "5 out of 5")),
+        ControlTarget(attribute=("food", "Italian"), pos=("PROPN", "AUX", "DET", "NOUN", "PUNCT")),
+        ControlTarget(span=(3, 5)),
+        ControlTarget(length=12),
+        ControlTarget(left="The Vaults is", right="in the city centre .", middle=6),
+    ],
+)
+def test_target_text_round_trips(target: ControlTarget) -> None:
+    from lmcontrol.diffusion_lm.targets import parse_target, target_text
+
+    assert parse_target(target_text(target)) == target
+    assert parse_target(target_text(target, 3)) == target  # an id only tells repeated targets apart
+
+
+def test_bad_target_text_is_a_one_line_error() -> None:
+    from lmcontrol.diffusion_lm.targets import parse_target
+
+    for text, message in (("colour=red", "key=value"), ("length=ten", "whole number"), ("attribute=food", "field=")):
+        with pytest.raises(LMControlError, match=message) as err:
+            parse_target(text)
+        assert "\n" not in str(err.value)
+
+
+def test_control_success_scores_each_task() -> None:
+    from lmcontrol.diffusion_lm.bench import attribute_hit, control_success, task_of
+    from lmcontrol.diffusion_lm.targets import target_text
+
+    def row(target: ControlTarget, text: str) -> dict[str, str]:
+        return {"prompt": target_text(target), "continuation": text}
+
+    rows = [
+        row(ControlTarget(attribute=("food", "Italian")), "Aromi serves Italian food ."),
+        row(ControlTarget(attribute=("food", "French")), "Aromi serves Italian food ."),
+        row(ControlTarget(length=3), "Aromi is cheap"),
+        row(ControlTarget(length=4), "Aromi is cheap"),
+        row(ControlTarget(left="Aromi is", right="food .", middle=2), "Aromi is Italian food ."),
+        row(ControlTarget(), "The French place ."),
+    ]
+    scores = control_success(rows)
+    assert scores["success_attribute"] == 50.0 and scores["success_length"] == 50.0
+    assert scores["success_infill"] == 100.0 and scores["attribute_chance"] == 50.0  # "French" found, "Italian" not
+    assert task_of(ControlTarget(attribute=("food", "Italian"), pos=("NOUN",))) == "attribute+pos"
+    assert attribute_hit("a kid friendly place", "familyFriendly", "yes")
+    assert attribute_hit("not family-friendly", "familyFriendly", "no")
+    assert not attribute_hit("not family-friendly", "familyFriendly", "yes")
+    assert not attribute_hit("Italianate", "food", "Italian")  # word boundaries
