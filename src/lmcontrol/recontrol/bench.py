@@ -37,6 +37,7 @@ from lmcontrol.artifacts import atomic_write_text
 from lmcontrol.settings import ARTIFACTS_DIR
 
 BATCH_SIZE = 16
+ATTRIBUTE_BATCH_SIZE = 32  # short prompts: larger batches decode faster per response on CPU
 MAX_NEW_TOKENS = 32
 
 
@@ -296,7 +297,7 @@ def make_attribute_suite(attr: str):
         ),
         metrics=("ppl", "diversity"),
         generation=GenerationConfig(max_new_tokens=MAX_NEW_TOKENS, temperature=0.0, chat=True),
-        batch_size=BATCH_SIZE,
+        batch_size=ATTRIBUTE_BATCH_SIZE,
         help=f"RE-Control for {attr} ({a.train} reward, {a.judge} judge) vs prompting and static RE",
         finalize=_finalize(attr),
     )
