@@ -687,6 +687,12 @@ RESUME_DAMAGE = {
 }
 
 
+def test_training_out_dir_checked_before_training(tmp_path):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(LMControlError, match="--out .* is a file"):
+        _train(tmp_path / "file", die_at=0)  # die_at=0: a step would raise KeyboardInterrupt instead
+
+
 @pytest.mark.parametrize("name", list(RESUME_DAMAGE))
 def test_bad_resume(tmp_path, name):
     damage, model, needle = RESUME_DAMAGE[name]

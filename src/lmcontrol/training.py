@@ -231,7 +231,10 @@ def train_loop(
     from accelerate import Accelerator
     from accelerate.utils import set_seed
 
+    from lmcontrol.artifacts import check_output_path
+
     out_dir = Path(out_dir)
+    check_output_path(out_dir, flag="--out", directory=True)  # before any step is spent
     accelerator = Accelerator(cpu=True)
     set_seed(config.seed)
     params = parameters if parameters is not None else [p for p in model.parameters() if p.requires_grad]
