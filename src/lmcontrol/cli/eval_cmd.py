@@ -22,12 +22,26 @@ def group_rows(rows: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
     return groups
 
 
+def _number(value: Any) -> float | None:
+    """``value`` as a float if it is a number or a numeric string (CSV cells are strings), else None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return None
+    return None
+
+
 def check_row_types(rows: list[dict[str, Any]], where: str) -> None:
     """Optional fields must have the types the metrics read (one line naming the row otherwise)."""
 
     def bad(i: int, field: str, want: str, value: Any) -> LMControlError:
         got = "null" if value is None else type(value).__name__
-        return LMControlError(f"{where} row {i + 1}: '{field}' must be {want}, got {got}")
+        return LMControlError(f"{where} row {i + 1}: '{field}' must be {want}, got {got} {str(value)[:40]!r}")
 
     for i, r in enumerate(rows):
         if r.get("method") is not None and not isinstance(r["method"], str):
@@ -38,17 +52,18 @@ def check_row_types(rows: list[dict[str, Any]], where: str) -> None:
                 isinstance(ref, str) or (isinstance(ref, list) and all(isinstance(x, str) for x in ref))
             ):
                 raise bad(i, field, "a string or a list of strings", ref)
-        seconds = r.get("seconds")
-        if seconds is not None and not (
-            isinstance(seconds, int | float) and not isinstance(seconds, bool) and math.isfinite(seconds)
-            and seconds >= 0
-        ):
-            raise bad(i, "seconds", "a finite number >= 0", seconds)
-        tokens = r.get("tokens")
-        if tokens is not None and not (isinstance(tokens, int) and not isinstance(tokens, bool) and tokens >= 0):
-            raise bad(i, "tokens", "an integer >= 0", tokens)
-        if "chat" in r and not isinstance(r["chat"], bool):
-            raise bad(i, "chat", "true or false", r["chat"])
+        if r.get("seconds") is not None:
+            seconds = _number(r["seconds"])
+            if seconds is None or not math.isfinite(seconds) or seconds < 0:
+                raise bad(i, "seconds", "a finite number >= 0", r["seconds"])
+        if r.get("tokens") is not None:
+            tokens = r["tokens"]
+            if isinstance(tokens, str):  # a CSV cell: must read as an integer, as the timing metric reads it
+                tokens = int(tokens) if tokens.strip().isdigit() else None
+            if isinstance(tokens, float) and tokens.is_integer():
+                tokens = int(tokens)
+            if not isinstance(tokens, int) or isinstance(tokens, bool) or tokens < 0:
+                raise bad(i, "tokens", "an integer >= 0", r["tokens"])
 
 
 def run_eval(file: Path, metrics: str, output: Path | None, judge: str | None) -> dict[str, dict[str, float]]:
