@@ -315,6 +315,7 @@ RAW_CONFIGS = {
     "nan-literal": '{"kind": NaN}',
     "deep": '{"kind": "test.head", "config": ' + "[" * 100_000 + "]" * 100_000 + "}",
     "empty": "",
+    "huge": '{"kind": "test.head", "pad": "' + "x" * (17 * 1024 * 1024) + '"}',
 }
 
 

@@ -51,6 +51,7 @@ FORMAT_VERSION = 1
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 CARD_NAME = "README.md"
+MAX_CONFIG_BYTES = 16 * 1024 * 1024  # a config is metadata: the largest committed one is 16 kB
 
 
 class ArtifactError(LMControlError):
@@ -470,6 +471,8 @@ def read_meta(path: str | Path) -> ArtifactMeta:
         raise ArtifactError(f"artifact not found: {path} is not a directory")
     if not cfg.is_file():
         raise corrupt(path, f"{CONFIG_NAME} is missing")
+    if cfg.stat().st_size > MAX_CONFIG_BYTES:
+        raise corrupt(path, f"{CONFIG_NAME} is {cfg.stat().st_size:,} bytes (limit {MAX_CONFIG_BYTES:,})")
     try:
         raw = json.loads(cfg.read_text(encoding="utf-8"), parse_constant=_refuse_constant)
     except RecursionError:
