@@ -136,3 +136,27 @@ def test_no_pickle_anywhere():
         if any(s in p.read_text() for s in ("torch.load(", "pickle.load", "pickle.loads", "joblib.load"))
     ]
     assert offenders == []
+
+
+def test_checksum_written_and_verified(tmp_path):
+    from lmcontrol.artifacts import sha256_file
+
+    out = Head(HeadConfig()).save_pretrained(tmp_path / "a", base_model="m", hidden_size=8)
+    meta = read_meta(out)
+    assert meta.weights_sha256 == sha256_file(out / "model.safetensors")
+    assert "weights_sha256" in json.loads((out / "config.json").read_text())
+
+
+def test_atomic_json_and_output_checks(tmp_path):
+    from lmcontrol import LMControlError
+    from lmcontrol.artifacts import atomic_write_json, check_output_path
+
+    atomic_write_json(tmp_path / "deep" / "r.json", {"a": (1, 2), "p": tmp_path})
+    assert json.loads((tmp_path / "deep" / "r.json").read_text()) == {"a": [1, 2], "p": str(tmp_path)}
+    check_output_path(tmp_path / "new" / "dir" / "o.jsonl")  # a new path is fine and creates nothing
+    assert not (tmp_path / "new").exists()
+    with pytest.raises(LMControlError, match="is a directory"):
+        check_output_path(tmp_path / "deep")
+    with pytest.raises(LMControlError, match="is a file"):
+        check_output_path(tmp_path / "deep" / "r.json", directory=True)
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["deep", "r.json"]
