@@ -244,3 +244,16 @@ def test_request_timeout_is_408_and_an_error_event_when_streaming(tiny):
         assert r.status_code == 408 and r.json()["error"]["code"] == "timeout"
         events = sse_events(c.post("/v1/completions", json={**req, "stream": True}).text)
         assert events[-1] == "[DONE]" and events[-2]["error"]["type"] == "timeout_error"
+
+
+def test_streaming_n2_gives_each_choice_its_role_text_and_finish(client):
+    req = {"model": "smollm2", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 5, "n": 2,
+           "temperature": 1.0, "seed": 1, "stream": True}
+    chunks = sse_events(client.post("/v1/chat/completions", json=req).text)[:-1]
+    whole = client.post("/v1/chat/completions", json={**req, "stream": False}).json()
+    for i in (0, 1):
+        mine = [c["choices"][0] for c in chunks if c["choices"][0]["index"] == i]
+        assert mine[0]["delta"]["role"] == "assistant"
+        assert sum(1 for c in mine if c["finish_reason"]) == 1
+        text = "".join(c["delta"].get("content") or "" for c in mine)
+        assert text == whole["choices"][i]["message"]["content"]
