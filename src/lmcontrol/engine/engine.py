@@ -17,6 +17,7 @@ RE-Control, enables them locally).
 from __future__ import annotations
 
 import collections
+import copy
 import logging
 import threading
 import time
@@ -70,6 +71,10 @@ class Engine:
         self.waiting: collections.deque[RequestState] = collections.deque()
         self.running: list[Row] = []  # running[i] lives in cache slot i
         self._cond = threading.Condition()
+        # a fast tokenizer refuses concurrent use ("Already borrowed"): callers' threads encode with their own
+        # copy (one at a time), the engine thread alone uses lm.tokenizer
+        self._submit_tokenizer = None  # made by start()
+        self._submit_lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._stop = False
         self.counters: collections.Counter = collections.Counter()
@@ -81,7 +86,8 @@ class Engine:
     def submit(self, request: Request, *, index: int = 0) -> RequestHandle:
         """Validate and queue a request (thread-safe). Raises ``LMControlError`` for bad input, ``QueueFull``."""
         request.validate()
-        state = prepare(self.lm, request, index, self.max_batch_size, self.pad_id)
+        with self._submit_lock:
+            state = prepare(self.lm, request, index, self.max_batch_size, self.pad_id, self._submit_tokenizer)
         with self._cond:
             if len(self.waiting) >= self.max_queue:
                 raise QueueFull(f"the queue is full ({self.max_queue} waiting requests)")
@@ -101,6 +107,7 @@ class Engine:
         if self._thread is not None:
             return
         self._stop = False
+        self._submit_tokenizer = copy.deepcopy(self.lm.tokenizer)
         self._thread = threading.Thread(target=self._loop, name="lmcontrol-engine", daemon=True)
         self._thread.start()
 
@@ -412,7 +419,7 @@ class Engine:
         )
         self.counters["requests_finished"] += 1
         self.counters[f"finish_{reason}"] += 1
-        st.handle._finish(out, st.request.stream or st.request.on_token is not None)
+        st.handle._finish(out)
         if st.request.on_token is not None and (reason in ("error", "timeout", "cancelled") or st.streaming):
             try:
                 st.request.on_token(TokenEvent(out.request_id, "", None, True, reason))

@@ -125,18 +125,10 @@ class RequestHandle:
         for loop, flag in waiters:
             loop.call_soon_threadsafe(flag.set)
 
-    def _finish(self, output: RequestOutput, stream: bool) -> None:
-        final = TokenEvent(output.request_id, "", None, True, output.finish_reason)
+    def _finish(self, output: RequestOutput) -> None:
         with self._cond:
             self._output = output
-        if stream or output.finish_reason in ("error", "timeout", "cancelled"):
-            self._push(final)
-        else:
-            with self._cond:
-                self._cond.notify_all()
-                waiters = list(self._waiters)
-            for loop, flag in waiters:
-                loop.call_soon_threadsafe(flag.set)
+        self._push(TokenEvent(output.request_id, "", None, True, output.finish_reason))
 
     @property
     def cancelled(self) -> bool:

@@ -8,6 +8,7 @@ tokens. Nothing here is stored on a control: controls are shared read-only betwe
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import torch
 
@@ -60,7 +61,9 @@ class Row:
     streamed: int = 0  # characters already sent
 
 
-def prepare(lm: LanguageModel, request: Request, index: int, max_rows: int, pad_id: int) -> RequestState:
+def prepare(
+    lm: LanguageModel, request: Request, index: int, max_rows: int, pad_id: int, tokenizer: Any = None
+) -> RequestState:
     """Validate ``request`` against the model and lay it out: template, system prompt, ids, rows, edit sites."""
     controls = list(request.controls)
     for c in controls:
@@ -80,7 +83,8 @@ def prepare(lm: LanguageModel, request: Request, index: int, max_rows: int, pad_
         text, prompt = format_messages(lm, request.messages, system), request.messages[-1]["content"]
     else:
         text, prompt = lm.format_prompt(request.prompt, chat=chat, system=system), request.prompt
-    ids = lm.tokenizer(text, add_special_tokens=not (chat and lm.has_chat_template))["input_ids"]
+    tokenizer = tokenizer if tokenizer is not None else lm.tokenizer
+    ids = tokenizer(text, add_special_tokens=not (chat and lm.has_chat_template))["input_ids"]
     if len(ids) + request.params.max_new_tokens > lm.info.max_positions:
         raise LMControlError(
             f"prompt too long: {len(ids)} tokens + {request.params.max_new_tokens} new exceeds the model's "
