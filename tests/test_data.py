@@ -334,3 +334,12 @@ def test_hf_errors_become_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
         load_dataset("hf:offline/set")
     assert "hf:offline/set" in str(err.value) and "ConnectionError" in str(err.value)
     assert "\n" not in str(err.value)
+
+
+def test_byte_order_mark_is_ignored(tmp_path: Path) -> None:
+    from lmcontrol.data import load_file
+
+    (tmp_path / "bom.jsonl").write_bytes(b'\xef\xbb\xbf{"prompt": "hi"}\n')
+    (tmp_path / "bom.csv").write_bytes(b"\xef\xbb\xbfprompt,x\nhi,1\n")
+    assert load_file(tmp_path / "bom.jsonl") == [{"prompt": "hi"}]
+    assert load_file(tmp_path / "bom.csv") == [{"prompt": "hi", "x": "1"}]

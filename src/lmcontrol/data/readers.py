@@ -56,9 +56,10 @@ def _need(root: Path, rel: str, name: str) -> Path:
 
 def _open_text(path: Path) -> IO[str]:
     # newline="" lets the csv module handle quoted fields that contain newlines (Jigsaw comments do).
+    # utf-8-sig: a byte-order mark (editors on Windows add one) is dropped instead of breaking the first row.
     if path.suffix == ".gz":
-        return gzip.open(path, "rt", encoding="utf-8", newline="")
-    return open(path, encoding="utf-8", newline="")
+        return gzip.open(path, "rt", encoding="utf-8-sig", newline="")
+    return open(path, encoding="utf-8-sig", newline="")
 
 
 MAX_JSON_DEPTH = 64  # deeper rows are refused: nothing lmcontrol reads nests more than a few levels
