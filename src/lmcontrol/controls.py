@@ -286,6 +286,8 @@ def parse_control_spec(text: str) -> ControlSpec:
     text = text.strip()
     if not text:
         raise LMControlError("empty --control spec")
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in text):
+        raise LMControlError(f"--control {text[:60]!r}: control characters (newlines, tabs, ...) are not allowed")
     kind, _, rest = text.partition(":")
     args: list[str] = []
     options: list[tuple[str, str]] = []
