@@ -232,3 +232,29 @@ def test_follows_the_model_dtype(tiny):
     h = engine.submit(Request(prompt=PROMPTS[0], params=GREEDY))
     engine.run_until_idle()
     assert len(h.result().token_ids) > 0
+
+
+def test_bench_engine_suite_on_tiny(tiny, tmp_path):
+    """`lmcontrol bench engine` end to end (tiny model): every contender runs, ratios and agreement are added, and
+    the float32 engine's greedy text equals model.generate's at batch 1 and 8."""
+    import dataclasses
+    import json
+
+    from lmcontrol.bench.runner import run_suite
+    from lmcontrol.engine.bench import make_suite
+
+    suite = make_suite()
+    suite = dataclasses.replace(
+        suite,
+        methods=tuple(m for m in suite.methods if not m.name.startswith("llama.cpp")),
+        generation=dataclasses.replace(suite.generation, max_new_tokens=4),
+    )
+    rows = [{"prompt": p} for p in PROMPTS * 2]
+    res = run_suite(suite, tmp_path, rows, lm=tiny)
+    methods = res["methods"]
+    assert methods["engine@1"]["= generate"] == 1.0 and methods["engine@8"]["= generate"] == 1.0
+    assert methods["engine-continuous"]["= generate"] == 1.0
+    assert all(methods[m]["speed-up"] > 0 for m in methods)
+    assert (tmp_path / "report.md").is_file() and json.loads((tmp_path / "results.json").read_text())[
+        "suite"
+    ] == "engine"
