@@ -48,6 +48,8 @@ def summarize(records: Sequence[dict[str, Any]], base_lm: Any | None = None) -> 
         "self_bleu_se": mean_se(sb)[1] if sb else None,
         "self_bleu_behaviors": len(sb),
         "clusters": len(clusters),
+        "best_logp": mean_se([r["best_logp"] for r in records if r.get("best_logp") is not None])[0],
+        "best_logp_se": mean_se([r["best_logp"] for r in records if r.get("best_logp") is not None])[1],
         "target_passes": mean_se([r["target_passes"] for r in records])[0],
         "target_passes_se": mean_se([r["target_passes"] for r in records])[1],
         "seconds": mean_se([r["seconds"] for r in records])[0],
@@ -74,14 +76,15 @@ def _fmt(v: Any, se: Any = None) -> str:
 def report_table(summary: dict[str, dict[str, Any]]) -> list[str]:
     """A markdown table, one row per method."""
     lines = [
-        "| method | ASR | distinct successes / behaviour | self-BLEU | clusters | median ppl (best prompt) | "
-        "target passes / behaviour | seconds / behaviour |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| method | ASR | distinct successes / behaviour | best log p(y|x) | self-BLEU | clusters | "
+        "median ppl (best prompt) | target passes / behaviour | seconds / behaviour |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for m, s in summary.items():
         lines.append(
             f"| {m} | {_fmt(s['asr'], s['asr_se'])} "
             f"| {_fmt(s['successes_per_behavior'], s['successes_per_behavior_se'])}"
+            f" | {_fmt(s.get('best_logp'), s.get('best_logp_se'))}"
             f" | {_fmt(s['self_bleu'], s['self_bleu_se'])} | {s['clusters']} | {_fmt(s.get('ppl_best_prompt_median'))}"
             f" | {_fmt(s['target_passes'], s['target_passes_se'])} | {_fmt(s['seconds'], s['seconds_se'])} |"
         )
