@@ -14,6 +14,10 @@ load hits all alike; compare the ratios, not the absolute tokens/s.
 
 ``finalize`` adds per method its tokens/s over the reference at the same batch (``speed-up``) and the share of
 prompts whose greedy text equals float32 ``model.generate`` (``= generate``).
+
+Clock: wall time by default. On a shared machine set ``LMCONTROL_BENCH_CLOCK=process`` to time with the
+process's CPU time instead (the work each contender needs, immune to other jobs; use ``OMP_NUM_THREADS=1``);
+``results.json`` records which clock was used.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import copy
 import functools
 import importlib.util
 import json
+import os
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -32,6 +37,15 @@ if TYPE_CHECKING:
 
 BATCH = 8
 PROMPTS = "hh-rlhf:helpful-base"
+
+
+def clock_name() -> str:
+    return "process" if os.environ.get("LMCONTROL_BENCH_CLOCK", "wall") == "process" else "wall"
+
+
+def clock() -> float:
+    """Seconds on the bench's clock: wall (default) or this process's CPU time."""
+    return time.process_time() if clock_name() == "process" else time.perf_counter()
 
 
 _BF16: dict[int, LanguageModel] = {}
@@ -59,7 +73,7 @@ def hf_generate(lm: LanguageModel, prompts: list[str], config: GenerationConfig,
     from lmcontrol.generation import tokenize_prompts
 
     eos = lm.tokenizer.eos_token_id
-    t0 = time.perf_counter()
+    t0 = clock()
     texts, ids_out = [], []
     for i in range(0, len(prompts), batch):
         chunk = prompts[i : i + batch]
@@ -76,20 +90,20 @@ def hf_generate(lm: LanguageModel, prompts: list[str], config: GenerationConfig,
             row = row[: row.index(eos)] if eos in row else row
             ids_out.append(row)
             texts.append(lm.tokenizer.decode(row, skip_special_tokens=True))
-    return _output(prompts, texts, ids_out, time.perf_counter() - t0, float("nan"))
+    return _output(prompts, texts, ids_out, clock() - t0, float("nan"))
 
 
 def engine_batches(lm: LanguageModel, prompts: list[str], config: GenerationConfig, batch: int) -> GenerationOutput:
     """The engine on batches of ``batch`` prompts (each batch submitted at once)."""
     from lmcontrol.generation import generate
 
-    t0 = time.perf_counter()
+    t0 = clock()
     outs = [generate(lm, prompts[i : i + batch], config) for i in range(0, len(prompts), batch)]
     return _output(
         prompts,
         [t for o in outs for t in o.texts],
         [t for o in outs for t in o.token_ids],
-        time.perf_counter() - t0,
+        clock() - t0,
         outs[0].first_token_seconds,
     )
 
@@ -99,7 +113,7 @@ def engine_continuous(lm: LanguageModel, prompts: list[str], config: GenerationC
     from lmcontrol.engine import Engine, Request
 
     engine = Engine(lm, max_batch_size=BATCH)
-    t0 = time.perf_counter()
+    t0 = clock()
     handles = []
     for p in prompts:
         handles.append(engine.submit(Request(prompt=p, params=config.sampling_params(), chat=config.chat)))
@@ -110,7 +124,7 @@ def engine_continuous(lm: LanguageModel, prompts: list[str], config: GenerationC
         prompts,
         [o.text for o in outs],
         [o.token_ids for o in outs],
-        time.perf_counter() - t0,
+        clock() - t0,
         min(o.first_token_seconds for o in outs),
     )
 
@@ -130,14 +144,14 @@ def _llama_cpp() -> Any:
 def llama_cpp_run(lm: LanguageModel, prompts: list[str], config: GenerationConfig) -> GenerationOutput:
     """llama-cpp-python on the embedded GGUF, greedy, one request at a time, same chat template."""
     llm = _llama_cpp()
-    t0 = time.perf_counter()
+    t0 = clock()
     texts, ids = [], []
     for p in prompts:
         text = lm.format_prompt(p, chat=config.chat)
         out = llm.create_completion(text, max_tokens=config.max_new_tokens, temperature=0.0, top_k=1)
         texts.append(out["choices"][0]["text"])
         ids.append(lm.tokenizer(texts[-1], add_special_tokens=False)["input_ids"])
-    return _output(prompts, texts, ids, time.perf_counter() - t0, float("nan"))
+    return _output(prompts, texts, ids, clock() - t0, float("nan"))
 
 
 def finalize(results: dict[str, Any], out: Path) -> dict[str, Any]:
@@ -147,6 +161,7 @@ def finalize(results: dict[str, Any], out: Path) -> dict[str, Any]:
         if line.strip():
             r = json.loads(line)
             rows.setdefault(r["method"], {})[r["prompt"]] = r["continuation"]
+    results["clock"] = clock_name()
     methods = results["methods"]
     reference = {"1": "hf-generate@1", "8": "hf-generate@8"}
     for name, values in methods.items():
