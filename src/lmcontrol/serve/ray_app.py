@@ -122,10 +122,15 @@ app = deployment(ServerConfig())  # ``serve run lmcontrol.serve.ray_app:app``
 
 def run_ray(config: ServerConfig, host: str, port: int, replicas: int) -> None:
     """``lmcontrol serve --ray``: start (or join, with RAY_ADDRESS) a Ray cluster and serve until interrupted."""
+    import signal
     import time
 
     import ray
 
+    def _stop(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _stop)  # `kill PID` shuts Serve down like Ctrl-C
     ray.init(ignore_reinit_error=True)
     serve.start(http_options={"host": host, "port": port})
     serve.run(deployment(config, replicas=replicas), name="lmcontrol", route_prefix="/")
@@ -135,3 +140,4 @@ def run_ray(config: ServerConfig, host: str, port: int, replicas: int) -> None:
             time.sleep(3600)
     except KeyboardInterrupt:
         serve.shutdown()
+        ray.shutdown()
