@@ -105,8 +105,9 @@ class _NoStore:
 
 
 def deployment(config: ServerConfig, replicas: int = 1, catalogue: dict[str, str] | None = None) -> Any:
-    """The bound application (``serve.run`` it)."""
-    return LMControlDeployment.options(num_replicas=replicas).bind(config, catalogue)
+    """The bound application (``serve.run`` it); each replica asks for one CPU, and one GPU with ``--device cuda``."""
+    resources = {"num_cpus": 1, **({"num_gpus": 1} if config.device == "cuda" else {})}
+    return LMControlDeployment.options(num_replicas=replicas, ray_actor_options=resources).bind(config, catalogue)
 
 
 def app_builder(args: dict[str, str]) -> Any:
