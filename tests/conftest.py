@@ -1,4 +1,5 @@
-"""Shared fixtures. Unit tests use a tiny random Llama (seconds); `slow` tests use the embedded model."""
+"""Shared fixtures. Unit tests use a tiny random Llama (seconds); the fast suite runs the embedded model in
+test_generation.py::test_greedy_equals_model_generate_embedded (and a CLI context check); `slow` tests use it for more."""
 
 from __future__ import annotations
 

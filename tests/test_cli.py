@@ -19,12 +19,14 @@ def assert_one_line_error(code, out, err, needle):
     assert lines[0].startswith("error: ") and needle in lines[0], lines[0]
 
 
+@pytest.mark.slow
 def test_generate_twice_same_text(cli, embedded):
     a = cli("generate", "--prompt", PROMPT, "--max-new-tokens", "30", "--seed", "0")
     b = cli("generate", "--prompt", PROMPT, "--max-new-tokens", "30", "--seed", "0")
     assert a[0] == 0 and a[1].strip() and a[1] == b[1]
 
 
+@pytest.mark.slow
 def test_generate_jsonl_output(cli, embedded, tmp_path):
     src = tmp_path / "p.jsonl"
     src.write_text("\n".join(json.dumps({"prompt": p}) for p in ["Say hi.", "Name a fruit."]) + "\n")

@@ -234,6 +234,7 @@ def test_follows_the_model_dtype(tiny):
     assert len(h.result().token_ids) > 0
 
 
+@pytest.mark.slow
 def test_bench_engine_suite_on_tiny(tiny, tmp_path):
     """`lmcontrol bench engine` end to end (tiny model): every contender runs, ratios and agreement are added, and
     the float32 engine's greedy text equals model.generate's at batch 1 and 8."""

@@ -214,6 +214,7 @@ def test_best_of_n_selects(tiny):
         assert text == max(cands, key=len)
 
 
+@pytest.mark.slow
 def test_stop_string_cuts(embedded):
     out = generate(
         embedded,
