@@ -1,5 +1,5 @@
 """Shared fixtures. Unit tests use a tiny random Llama (seconds); the fast suite runs the embedded model in
-test_generation.py::test_greedy_equals_model_generate_embedded (and a CLI context check); `slow` tests use it for more."""
+test_generation.py::test_greedy_equals_model_generate_embedded (and a CLI context check); `slow` tests do more."""
 
 from __future__ import annotations
 
