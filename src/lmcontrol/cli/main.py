@@ -23,9 +23,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-train_app = typer.Typer(
-    help="Train a control artifact (value network, probe, prefix, ...).", no_args_is_help=True
-)
+train_app = typer.Typer(help="Train a control artifact (value network, probe, prefix, ...).", no_args_is_help=True)
 app.add_typer(train_app, name="train")
 
 
@@ -55,13 +53,10 @@ def generate(
         Path | None,
         typer.Option(
             "--prompts",
-            help="JSONL file with a 'prompt' field per row (other fields are "
-            "passed to controls, e.g. 'prefix').",
+            help="JSONL file with a 'prompt' field per row (other fields are passed to controls, e.g. 'prefix').",
         ),
     ] = None,
-    model: Annotated[
-        str | None, typer.Option(help="HF id or local path; default: embedded SmolLM2-135M.")
-    ] = None,
+    model: Annotated[str | None, typer.Option(help="HF id or local path; default: embedded SmolLM2-135M.")] = None,
     max_new_tokens: Annotated[int, typer.Option(help="Tokens to generate per prompt.")] = 64,
     temperature: Annotated[float, typer.Option(help="0 = greedy.")] = 0.0,
     top_k: Annotated[int, typer.Option(help="Top-k filter (0 = off).")] = 0,
@@ -149,9 +144,7 @@ def eval_(
     metrics: Annotated[
         str, typer.Option(help="Comma-separated metrics; see `lmcontrol eval --help`.")
     ] = "ppl,dist,diversity,coherence",
-    output: Annotated[
-        Path | None, typer.Option("--output", "-o", help="Write the results JSON here.")
-    ] = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write the results JSON here.")] = None,
     judge: Annotated[str | None, typer.Option(help="Judge LM for perplexity (default: embedded).")] = None,
 ) -> None:
     """Score generations with the evaluation suite; prints a table grouped by method."""
@@ -162,23 +155,22 @@ def eval_(
 
 @app.command()
 def bench(
-    suite: Annotated[str, typer.Argument(help="Suite name (see `lmcontrol controls`).")],
+    suite: Annotated[str, typer.Argument(help="Suite name (listed below and by `lmcontrol controls`).")],
     prompts: Annotated[
-        Path | None, typer.Option(help="JSONL with a 'prompt' field (default: the suite's own).")
+        Path | None,
+        typer.Option(
+            "--prompts",
+            "--targets",
+            help="JSONL with a 'prompt' field (default: the suite's own); --targets is an alias.",
+        ),
     ] = None,
     n: Annotated[int, typer.Option(help="Number of prompts.")] = 50,
     samples: Annotated[int, typer.Option(help="Samples per prompt.")] = 1,
     seed: Annotated[int, typer.Option(help="Seed.")] = 0,
-    methods: Annotated[
-        str | None, typer.Option(help="Comma-separated subset of the suite's methods.")
-    ] = None,
-    max_new_tokens: Annotated[
-        int | None, typer.Option(help="Override the suite's generation length.")
-    ] = None,
+    methods: Annotated[str | None, typer.Option(help="Comma-separated subset of the suite's methods.")] = None,
+    max_new_tokens: Annotated[int | None, typer.Option(help="Override the suite's generation length.")] = None,
     out: Annotated[Path, typer.Option(help="Output directory (re-running resumes).")] = Path("runs/bench"),
-    list_methods: Annotated[
-        bool, typer.Option("--list-methods", help="Name the suite's methods and exit.")
-    ] = False,
+    list_methods: Annotated[bool, typer.Option("--list-methods", help="Name the suite's methods and exit.")] = False,
 ) -> None:
     """Run a benchmark suite: several methods, same prompts, one process; writes JSONL, JSON, report and plots."""
     from lmcontrol.cli.bench_cmd import run_bench
@@ -204,6 +196,11 @@ def _register_plugins() -> None:
         train_app.command(name=name, help=entry.help)(entry.factory())
     for extra in registry.commands().values():
         app.command(name=extra.name, help=extra.help)(extra.factory())
+    for info in app.registered_commands:  # `lmcontrol bench --help` names every registered suite
+        if info.callback is bench:
+            info.epilog = "Suites:\n\n" + "\n\n".join(
+                f"{name} — {entry.help}" for name, entry in sorted(registry.suites().items())
+            )
 
 
 def _usage_error_types() -> tuple[type[BaseException], ...]:
