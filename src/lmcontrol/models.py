@@ -108,7 +108,7 @@ def embedded_cache_path() -> Path:
 
 def write_cache_manifest(folder: Path) -> None:
     """Record the sha256 and size of every file in ``folder`` (the embedded-model cache)."""
-    from lmcontrol.artifacts import sha256_file
+    from lmcontrol.atomic import sha256_file
 
     files = {
         p.name: {"sha256": sha256_file(p), "size": p.stat().st_size}
@@ -124,7 +124,7 @@ _verified: set[tuple[Any, ...]] = set()
 def verify_cache(folder: Path) -> str | None:
     """``None`` if the cache matches its manifest, else why not. A verified state is remembered per process
     (keyed on the files' sizes and mtimes), so the ~1 s of hashing is paid once."""
-    from lmcontrol.artifacts import sha256_file
+    from lmcontrol.atomic import sha256_file
 
     manifest = folder / CACHE_MANIFEST
     if not manifest.is_file():
@@ -179,7 +179,7 @@ def ensure_embedded_checkpoint() -> Path:
 
     A cache that fails ``verify_cache`` is rebuilt; temporaries left by killed conversions are swept.
     """
-    from lmcontrol.artifacts import sweep_stale_temps, temp_name
+    from lmcontrol.atomic import sweep_stale_temps, temp_name
 
     target = embedded_cache_path()
     sweep_stale_temps(target.parent)

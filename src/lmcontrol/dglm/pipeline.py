@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from lmcontrol import LMControlError
-from lmcontrol.controls import SoftPrompt
+from lmcontrol.controls import ControlSpec, SoftPrompt
+from lmcontrol.dglm.control import DGLMControl
 from lmcontrol.dglm.guidance import ProbeGuide, guided_denoiser
 from lmcontrol.dglm.model import PromptGenerator, SemanticDiffusion
 from lmcontrol.diffusion.samplers import sample_ancestral, sample_ddim
@@ -148,7 +149,6 @@ class DGLMPipeline:
     def __call__(
         self, prompts: Sequence[str], settings: DGLMSettings | None = None, config: GenerationConfig | None = None
     ) -> GenerationOutput:
-        from lmcontrol.dglm.control import DGLMControl
         from lmcontrol.generation import GenerationConfig, generate
 
         config = config or GenerationConfig(max_new_tokens=32, chat=False)
@@ -170,3 +170,39 @@ class DGLMPipeline:
                 f"probe '{probe}' reads encoder '{p.config.encoder}', but DGLM uses '{self.prompter.config.encoder}'"
             )
         return ProbeGuide(probe=p, label=p.label_index(label), weight=weight, away=away, name=f"{probe}:{label}")
+
+
+# -- the --control dglm:... spec: a pipeline and its control ----------------------------------------------
+
+
+def _guides(spec: ControlSpec, pipe: DGLMPipeline) -> tuple[ProbeGuide, ...]:
+    out = []
+    for key, away in (("guide", False), ("avoid", True)):
+        for raw in spec.values(key):
+            parts = raw.split(":")
+            if len(parts) not in (2, 3) or not all(parts):
+                raise LMControlError(f"--control {spec.text}: {key}={raw!r} must be PROBE:LABEL[:WEIGHT]")
+            try:
+                weight = float(parts[2]) if len(parts) == 3 else 10.0
+            except ValueError:
+                raise LMControlError(
+                    f"--control {spec.text}: weight {parts[2]!r} in {key}={raw} is not a number"
+                ) from None
+            out.append(pipe.guide(parts[0], parts[1], weight, away=away))
+    return tuple(out)
+
+
+def dglm_from_spec(spec: ControlSpec, lm: LanguageModel) -> DGLMControl:
+    spec.check_keys(("diffusion", "prompter", "guide", "avoid", "cfg", "noise", "steps", "sampler", "seed"))
+    if spec.args:
+        raise LMControlError(f"--control {spec.text}: DGLM takes key=value options only (e.g. dglm:noise=0.05)")
+    settings = dict(
+        cfg_scale=spec.float("cfg", 1.0, min_value=0.0),
+        noise=spec.float("noise", 0.05, min_value=0.0),
+        steps=spec.int("steps", 25, min_value=1),
+        sampler=spec.str("sampler", "ddim") or "ddim",
+        seed=spec.int("seed", 0),
+    )
+    DGLMSettings(**settings)  # type: ignore[arg-type]  # validate before loading anything
+    pipe = DGLMPipeline.from_pretrained(lm, spec.str("diffusion"), spec.str("prompter"))
+    return DGLMControl(pipe, DGLMSettings(**settings, guides=_guides(spec, pipe)))  # type: ignore[arg-type]

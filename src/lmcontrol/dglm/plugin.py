@@ -17,7 +17,7 @@ register_trainer(
 )
 register_control(
     "dglm",
-    lazy("lmcontrol.dglm.control", "dglm_from_spec"),
+    lazy("lmcontrol.dglm.pipeline", "dglm_from_spec"),
     "DGLM: diffusion proposal -> KV prefix, dglm:guide=sentiment:positive:10,avoid=toxicity:toxic:20,noise=0.05",
 )
 register_suite(
