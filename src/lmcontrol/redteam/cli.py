@@ -96,6 +96,7 @@ def redteam(
     verify_top: Annotated[int, typer.Option(help="Best-scored prompts verified by the greedy reply.")] = 32,
     refine: Annotated[int, typer.Option(help="Refinement rounds around the best prompts.")] = 0,
     match_words: Annotated[int, typer.Option(help="Target words the reply must begin with.")] = 5,
+    temperature: Annotated[float, typer.Option(help="Sampling temperature of the proposals.")] = 1.0,
     n: Annotated[int | None, typer.Option(help="Attack only the first N behaviours.")] = None,
     gcg_seconds: Annotated[float, typer.Option(help="nanoGCG wall-time budget per behaviour.")] = 30.0,
     model: Annotated[str | None, typer.Option(help="Target LM (default: embedded SmolLM2-135M).")] = None,
@@ -105,7 +106,14 @@ def redteam(
     """Attack behaviours: sample prompts, score log p(y|x), verify by the greedy reply, cluster strategies."""
     from lmcontrol.redteam.config import AttackConfig
 
-    cfg = AttackConfig(samples=samples, verify_top=verify_top, refine=refine, match_words=match_words, seed=seed)
+    cfg = AttackConfig(
+        samples=samples,
+        verify_top=verify_top,
+        refine=refine,
+        match_words=match_words,
+        temperature=temperature,
+        seed=seed,
+    )
     bs = _behaviors(behaviors, n)
     import torch
 
