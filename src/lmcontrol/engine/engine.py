@@ -26,12 +26,12 @@ from typing import Any
 import torch
 
 from lmcontrol import LMControlError
-from lmcontrol.controls import Control, Rows, SoftPrompt, merge_soft_prompts
+from lmcontrol.controls import Control, SoftPrompt, merge_soft_prompts
 from lmcontrol.engine.cache import SlotCache
 from lmcontrol.engine.request import QueueFull, Request, RequestHandle, RequestOutput, TokenEvent
 from lmcontrol.engine.runner import lookahead_hidden, make_runner
 from lmcontrol.engine.sampling import row_generator
-from lmcontrol.engine.state import RequestState, Row, expired, prepare
+from lmcontrol.engine.state import RequestState, Row, expired, prepare, rows_view
 from lmcontrol.engine.step import next_tokens
 from lmcontrol.engine.text import eos_ids, finalise, hit_stop, stream_delta
 from lmcontrol.models import LanguageModel
@@ -299,13 +299,7 @@ class Engine:
                     owners.setdefault(id(c), (c, []))[1].append(i)
         parts = []
         for c, rows in owners.values():
-            sub = Rows(
-                prompts=[seqs[i].state.prompt for i in rows],
-                texts=[seqs[i].state.text for i in rows],
-                prompt_index=[seqs[i].state.index for i in rows],
-                meta=[seqs[i].state.request.meta for i in rows],
-            )
-            part = c.soft_prompt(sub)
+            part = c.soft_prompt(rows_view([seqs[i] for i in rows]))
             if part is not None:
                 part = part.scatter(rows, len(seqs))
                 if part.embeds is not None:

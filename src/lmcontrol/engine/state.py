@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 from lmcontrol import LMControlError
-from lmcontrol.controls import Control
+from lmcontrol.controls import Control, Rows
 from lmcontrol.engine.request import Request, RequestHandle
 from lmcontrol.models import LanguageModel
 
@@ -59,6 +59,16 @@ class Row:
     done: bool = False
     finish_reason: str | None = None
     streamed: int = 0  # characters already sent
+
+
+def rows_view(rows: list[Row]) -> Rows:
+    """What controls see of these rows (prompts, model-facing texts, call positions, per-row meta)."""
+    return Rows(
+        prompts=[r.state.prompt for r in rows],
+        texts=[r.state.text for r in rows],
+        prompt_index=[r.state.index for r in rows],
+        meta=[r.state.request.meta for r in rows],
+    )
 
 
 def prepare(

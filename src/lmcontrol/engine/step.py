@@ -20,8 +20,9 @@ from typing import TYPE_CHECKING
 import torch
 
 from lmcontrol import hf_adapter as hf
-from lmcontrol.controls import Control, Rows, StepContext
+from lmcontrol.controls import Control, StepContext
 from lmcontrol.engine.sampling import choose_tokens
+from lmcontrol.engine.state import rows_view
 
 if TYPE_CHECKING:
     from lmcontrol.engine.state import Row
@@ -40,12 +41,7 @@ class Group:
         return StepContext(
             step=len(seqs[0].generated),
             lm=lm,
-            rows=Rows(
-                prompts=[s.state.prompt for s in seqs],
-                texts=[s.state.text for s in seqs],
-                prompt_index=[s.state.index for s in seqs],
-                meta=[s.state.request.meta for s in seqs],
-            ),
+            rows=rows_view(seqs),
             finished=torch.zeros(len(seqs), dtype=torch.bool),
             token_lists=[s.state.prompt_ids + s.generated for s in seqs],
             pad_id=seqs[0].state.pad_id,
