@@ -27,8 +27,17 @@ TASKS = {  # result column -> row label
 SWEEP = {"diffusion-lm-50": 50, "diffusion-lm": 100, "diffusion-lm-200": 200}
 
 
-def table(methods: dict[str, dict], human: float | None) -> str:
-    """One line per task: success (%) and lm-score of Diffusion-LM and FUDGE AR; then seconds per sample."""
+def cell(row: dict, key: str) -> str:
+    """``value ± se`` (or the value alone, or empty)."""
+    if key not in row or row[key] is None:
+        return ""
+    se = row.get(f"{key}_se")
+    return f"{row[key]} ± {se}" if se is not None else str(row[key])
+
+
+def table(methods: dict[str, dict], human: float | None, human_se: float | None = None) -> str:
+    """One line per task: success (%) and lm-score (± standard errors) of Diffusion-LM and FUDGE AR, the steps
+    sweep, then seconds per sample."""
     lines = [
         "| task | Diffusion-LM success % | Diffusion-LM lm-score | FUDGE AR success % | FUDGE AR lm-score |",
         "|---|---|---|---|---|",
@@ -37,13 +46,20 @@ def table(methods: dict[str, dict], human: float | None) -> str:
     for col, label in TASKS.items():
         if col in dlm or col in ar:
             key = "lm_score_" + (col.split("success_")[-1] if col != "attribute_chance" else "unconstrained")
-            cells = [dlm.get(col, ""), dlm.get(key, ""), ar.get(col, ""), ar.get(key, "")]
-            lines.append(f"| {label} | " + " | ".join(str(c) for c in cells) + " |")
-    lines.append(f"| all samples | | {dlm.get('lm_score', '')} | | {ar.get('lm_score', '')} |")
+            cells = [cell(dlm, col), cell(dlm, key), cell(ar, col), cell(ar, key)]
+            lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    lines.append(f"| all samples | | {cell(dlm, 'lm_score')} | | {cell(ar, 'lm_score')} |")
     if human is not None:
-        lines.append(f"| human E2E references | | {human} | | |")
+        lines.append(f"| human E2E references | | {human}" + (f" ± {human_se}" if human_se else "") + " | | |")
+    sweep = [(steps, methods[m]) for m, steps in sorted(SWEEP.items(), key=lambda kv: kv[1]) if m in methods]
+    if sweep:
+        lines += ["", "| steps | " + " | ".join(TASKS[c] for c in TASKS if c != "attribute_chance") + " |"]
+        lines.append("|---" * (len(TASKS)) + "|")
+        for steps, row in sweep:
+            lines.append(f"| {steps} | " + " | ".join(cell(row, c) for c in TASKS if c != "attribute_chance") + " |")
+    lines.append("")
     for name, row in methods.items():
-        lines.append(f"| sec/sample, {name} | {row.get('sec/sample', float('nan')):.3g} | | | |")
+        lines.append(f"- sec/sample, {name}: {row.get('sec/sample', float('nan')):.3g}")
     return "\n".join(lines)
 
 
@@ -83,7 +99,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--figure", type=Path, default=Path("docs/img/diffusion_lm_bench.png"))
     args = ap.parse_args(argv)
     results = json.loads((args.run / "results.json").read_text())
-    print(table(results["methods"], results.get("human_references_lm_score")))
+    human = results.get("human_references_lm_score"), results.get("human_references_lm_score_se")
+    print(table(results["methods"], *human))
+    if results.get("latency_batch8"):
+        print("\nlatency, one batch of 8 x 64 tokens (s):", json.dumps(results["latency_batch8"]))
     plot(results["methods"], args.figure)
     return 0
 

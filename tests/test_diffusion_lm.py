@@ -35,7 +35,7 @@ def one_thread():
     torch.set_num_threads(before)
 
 
-def make_tiny_model() -> tuple[DiffusionLM, Vocab]:
+def make_tiny_model(self_condition: bool = False) -> tuple[DiffusionLM, Vocab]:
     """A 1-layer, 8-d Diffusion-LM over the test sentences (seeded)."""
     torch.manual_seed(0)
     vocab = Vocab.build(TEXTS, min_count=1)
@@ -49,6 +49,7 @@ def make_tiny_model() -> tuple[DiffusionLM, Vocab]:
             heads=2,
             diffusion_steps=100,
             dropout=0.0,
+            self_condition=self_condition,
         )
     )
     return model, vocab
@@ -110,13 +111,16 @@ def test_vocab_round_trip() -> None:
     assert vocab.decode(vocab.encode("Aromi is zzz", 16)) == "Aromi is UNK"
 
 
-def test_x0_loss_decreases_on_a_tiny_model() -> None:
-    model, vocab = make_tiny_model()
+@pytest.mark.parametrize(
+    ("self_condition", "t_sampling"), [(False, "uniform"), (True, "uniform"), (False, "linear")]
+)
+def test_x0_loss_decreases_on_a_tiny_model(self_condition: bool, t_sampling: str) -> None:
+    model, vocab = make_tiny_model(self_condition)
     ids = torch.tensor([vocab.encode(t, 16) for t in TEXTS])  # (12, 16)
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     losses = []
     for step in range(40):
-        out = diffusion_lm_loss(model, ids, torch.Generator().manual_seed(step % 4))
+        out = diffusion_lm_loss(model, ids, torch.Generator().manual_seed(step % 4), t_sampling=t_sampling)
         opt.zero_grad()
         out["loss"].backward()
         opt.step()
@@ -134,6 +138,36 @@ def test_samplers_are_pure(tiny: DiffusionLM, sampler) -> None:
         a = sampler(den, x_T, ts, generator=torch.Generator().manual_seed(5))
         b = sampler(den, x_T, ts, generator=torch.Generator().manual_seed(5))
     assert torch.equal(x_T, before)
+    assert torch.equal(a, b)
+
+
+def test_linear_t_sampling_favours_noisy_steps() -> None:
+    from lmcontrol.diffusion_lm.losses import sample_t
+
+    t = sample_t(20000, 100, "linear", torch.Generator().manual_seed(0))
+    assert int(t.min()) >= 0 and int(t.max()) <= 99
+    assert 0.70 < float((t >= 50).float().mean()) < 0.80  # P(t >= T/2) = 1 − (51/101)² ≈ 0.745
+    assert abs(float((sample_t(20000, 100, "uniform") >= 50).float().mean()) - 0.5) < 0.03
+
+
+def test_self_conditioning_feeds_back_the_last_estimate_and_stays_pure() -> None:
+    model, vocab = make_tiny_model(self_condition=True)
+    model.vocab = vocab
+    model.eval()
+    seen: list[bool] = []
+    forward = model.forward
+
+    def spy(x_t, t, x0_prev=None):  # noqa: ANN001, ANN202
+        seen.append(x0_prev is not None)
+        return forward(x_t, t, x0_prev)
+
+    model.forward = spy  # type: ignore[method-assign]
+    den, ts = model.denoiser(clamp=True), model.timesteps(6)
+    x_T = torch.randn(2, 16, 8, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        a = sample_ancestral(den, x_T, ts, generator=torch.Generator().manual_seed(5))
+        b = sample_ancestral(den, x_T, ts, generator=torch.Generator().manual_seed(5))
+    assert seen == [False] + [True] * 5 + [False] + [True] * 5  # a new run starts without an estimate
     assert torch.equal(a, b)
 
 
@@ -216,8 +250,8 @@ def test_committed_artifact_samples() -> None:
 
 @pytest.mark.slow
 def test_committed_artifact_samples_are_pinned() -> None:
-    """Fixed-seed samples of the committed model + classifiers (40 steps), unchanged by the move onto the shared
-    diffusion core (lmcontrol.diffusion)."""
+    """Fixed-seed samples of the committed model + classifiers (40 steps): a change to the samplers, the denoiser or
+    the artifacts shows up here (re-pinned when the 12,000-step artifact replaced the 6,500-step one)."""
     from lmcontrol.diffusion_lm.config import DEFAULT_CLASSIFIER_DIR, DEFAULT_MODEL_DIR, DEFAULT_SPAN_CLASSIFIER_DIR
 
     if not (DEFAULT_SPAN_CLASSIFIER_DIR / "model.safetensors").is_file():
@@ -226,28 +260,28 @@ def test_committed_artifact_samples_are_pinned() -> None:
     settings = SampleSettings(steps=40)
     want = {
         ControlTarget(): [
-            "For is a friendly at The . , Italian in near the .",
-            "There is a restaurant French a priced , of food It 5 out of Café . the rating rating friendly .",
+            "Giraffe is kid friendly pub The Golden , is located near with a customer customer rating rating .",
+            "There is a restaurant a high priced food price range . It is of 5 . It is located riverside .",
         ],
         ControlTarget(attribute=("food", "Italian")): [
-            "The Italian Italian is there located located Locate Locate Italian near is riverside area",
-            "The is a Italian that - located located Locate is located located Locate located is .",
+            "Cocum is a friendly pub , , is Italian located in the riverside area .",
+            "The is a Italian family - friendly friendly Italian food . It is not friendly .",
         ],
         ControlTarget(pos=("PROPN", "AUX", "DET", "NOUN", "PUNCT")): [
-            "downtown is a restaurant .",
-            "still is a restaurant .",
+            "Cotto is a restaurant .",
+            "Cotto is a restaurant .",
         ],
         ControlTarget(left="The Vaults is", right="in the city centre .", middle=6): [
-            "The Vaults is friendly at The . , Italian in the city centre .",
-            "The Vaults is restaurant a a priced is of in the city centre .",
+            "The Vaults is an at fast restaurant , located in the city centre .",
+            "The Vaults is is a family priced friendly restaurant in the city centre .",
         ],
     }
     for target, texts in want.items():
         assert pipe(2, target=target, settings=settings, seed=0) == texts
     assert pipe(2, settings=SampleSettings(steps=40, sampler="ddim"), seed=3) == [
-        "The is is a Two that that there Curry Locate the , 4 price £ business range -",
-        "The Locate a Locate Locate family pub at is to the Locate . more food hamburgers It range sold . . "
-        "rating is 1 .",
+        "The Spice is a family friendly that customer rating with the price range is , more than 30 .",
+        "The is a Japanese coffee shop friendly and is customer rating of . Its a is the and riverside . It is is "
+        "near children .",
     ]
 
 
@@ -296,8 +330,33 @@ def test_control_success_scores_each_task() -> None:
     scores = control_success(rows)
     assert scores["success_attribute"] == 50.0 and scores["success_length"] == 50.0
     assert scores["success_infill"] == 100.0 and scores["attribute_chance"] == 50.0  # "French" found, "Italian" not
+    assert scores["success_attribute_se"] == 50.0  # sqrt(var / n) of [1, 0]: sqrt(0.5 / 2) = 0.5
     assert task_of(ControlTarget(attribute=("food", "Italian"), pos=("NOUN",))) == "attribute+pos"
     assert attribute_hit("a kid friendly place", "familyFriendly", "yes")
     assert attribute_hit("not family-friendly", "familyFriendly", "no")
     assert not attribute_hit("not family-friendly", "familyFriendly", "yes")
     assert not attribute_hit("Italianate", "food", "Italian")  # word boundaries
+
+
+def test_validation_rows_are_disjoint_from_the_reported_ones() -> None:
+    from lmcontrol.diffusion_lm.bench import every
+
+    rows = list(range(100))
+    test, valid = every(rows, 10), every(rows, 10, "valid")
+    assert len(test) == len(valid) == 10 and not set(test) & set(valid)
+
+
+def test_mbr_picks_the_consensus_candidate_and_checks_its_setting() -> None:
+    from lmcontrol.diffusion_lm.pipeline import mbr_select
+
+    candidates = ["pub pub pub pub", "The Vaults is a pub .", "The Vaults is a cheap pub .", "Vaults The . pub"]
+    assert mbr_select(candidates) in candidates[1:3]
+    assert mbr_select(["only one"]) == "only one"
+    with pytest.raises(LMControlError, match="mbr must be in 1..64"):
+        SampleSettings(mbr=0)
+
+
+def test_pipeline_returns_one_text_per_request_with_mbr(tiny: DiffusionLM) -> None:
+    pipe = DiffusionLMPipeline(tiny)
+    texts = pipe(3, settings=SampleSettings(steps=4, mbr=3), seed=0)
+    assert len(texts) == 3 and all(isinstance(t, str) for t in texts)

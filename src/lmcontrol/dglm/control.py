@@ -13,10 +13,7 @@ by ``lmcontrol.dglm.pipeline.dglm_from_spec`` (it builds a pipeline, then this c
 
 from __future__ import annotations
 
-import time
 from typing import TYPE_CHECKING
-
-import torch
 
 from lmcontrol import LMControlError
 from lmcontrol.controls import Control, Rows, SoftPrompt
@@ -33,9 +30,7 @@ class DGLMControl(Control):
     chat = False  # the prompt generator was trained on raw text continuation
 
     def __init__(self, pipeline: DGLMPipeline, settings: DGLMSettings) -> None:
-        self.pipeline, self.settings = pipeline, settings
-        self.last_proposal: torch.Tensor | None = None
-        self.seconds = 0.0
+        self.pipeline, self.settings = pipeline, settings  # read-only after construction: safe to share
 
     def setup(self, lm: LanguageModel) -> None:
         if lm.info.name != self.pipeline.prompter.base_model:
@@ -44,10 +39,6 @@ class DGLMControl(Control):
             )
 
     def soft_prompt(self, rows: Rows) -> SoftPrompt | None:
-        t0 = time.perf_counter()
         # best-of-N rows of one prompt get different proposals: seed by row position
         proposal = self.pipeline.propose(rows.prompts, self.settings)
-        self.last_proposal = proposal
-        sp = self.pipeline.soft_prompt(proposal, self.settings.noise, self.settings.seed)
-        self.seconds = time.perf_counter() - t0
-        return sp
+        return self.pipeline.soft_prompt(proposal, self.settings.noise, self.settings.seed)

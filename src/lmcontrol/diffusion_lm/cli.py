@@ -43,7 +43,7 @@ def _echo(out: Path, metrics: dict[str, Any]) -> None:
 
 
 @config_options("config", DiffusionLMConfig, include=("embed_dim", "width", "layers", "heads", "diffusion_steps",
-                                                      "seq_len"))  # fmt: skip
+                                                      "seq_len", "self_condition"))  # fmt: skip
 @config_options("settings", DiffusionTrainSettings, exclude=("log_every",))
 def train_diffusion_lm_cmd(
     config: DiffusionLMConfig,
@@ -99,7 +99,7 @@ def train_span_classifier_cmd(
     _echo(out, train_span_classifier(model, settings, out, work_dir, resume=resume))
 
 
-@config_options("settings", SampleSettings, include=("steps", "sampler", "step_size", "fluency"))
+@config_options("settings", SampleSettings, include=("steps", "sampler", "step_size", "fluency", "mbr"))
 def sample_cmd(
     settings: SampleSettings,
     n: Annotated[int, typer.Option(help="Sentences to sample.")] = 8,

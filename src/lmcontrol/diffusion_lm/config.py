@@ -9,6 +9,7 @@ from lmcontrol import LMControlError
 from lmcontrol.settings import ARTIFACTS_DIR
 
 SCHEDULES = ("sqrt", "linear")
+T_SAMPLINGS = ("uniform", "linear")  # p(t) of training; "linear" = a loss weight ∝ t + 1 on the noisy steps
 DEFAULT_MODEL_DIR = ARTIFACTS_DIR / "diffusion-lm-e2e"
 DEFAULT_CLASSIFIER_DIR = ARTIFACTS_DIR / "diffusion-lm-e2e-classifier"
 DEFAULT_SPAN_CLASSIFIER_DIR = ARTIFACTS_DIR / "diffusion-lm-e2e-span-classifier"
@@ -29,6 +30,8 @@ class DiffusionLMConfig:
         diffusion_steps: T, the number of diffusion steps (paper: 2000).
         schedule: noise schedule name; "sqrt" is the paper's ᾱ_t = 1 − sqrt(t/T + s) (§4.3 / App. A).
         schedule_s: the offset s of the sqrt schedule (paper: 1e-4).
+        self_condition: feed the previous step's x̂0 back as a second input (Chen et al. 2022, "Analog Bits",
+            §3.3): trained with it on for half of the batches, used at every sampling step.
         format_version: bumped when the saved layout changes.
     """
 
@@ -42,6 +45,7 @@ class DiffusionLMConfig:
     diffusion_steps: int = 2000
     schedule: str = "sqrt"
     schedule_s: float = 1e-4
+    self_condition: bool = False
     format_version: int = 1
 
     def __post_init__(self) -> None:
@@ -76,6 +80,12 @@ class DiffusionTrainSettings:
     seed: int = 0  # seed of the initialisation and of every batch
     checkpoint_every: int = 500  # steps between checkpoints
     log_every: int = 50  # steps between logged losses
+    t_sampling: str = "uniform"  # how training draws t: "uniform" (the paper) or "linear" (p(t) ∝ t + 1)
+    bf16: bool = False  # autocast the forward to bfloat16 (≈1.7× faster on a CPU with AVX512-BF16, and on GPUs)
+
+    def __post_init__(self) -> None:
+        if self.t_sampling not in T_SAMPLINGS:
+            raise LMControlError(f"unknown t_sampling '{self.t_sampling}' (known: {', '.join(T_SAMPLINGS)})")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,6 +112,8 @@ class SampleSettings:
         guidance_steps: K gradient steps per diffusion step (paper: 3).
         step_size: Adagrad learning rate of those steps.
         fluency: λ, the weight of the fluency term.
+        mbr: candidates per returned sample; > 1 returns, per group, the candidate with the lowest expected risk
+            1 − BLEU against the others (Minimum Bayes Risk decoding, Kumar & Byrne 2004; Li et al. 2022 §6).
     """
 
     steps: int = 200
@@ -110,10 +122,13 @@ class SampleSettings:
     guidance_steps: int = 3
     step_size: float = 0.1
     fluency: float = 0.01
+    mbr: int = 1
 
     def __post_init__(self) -> None:
         if not isinstance(self.steps, int) or self.steps < 1:
             raise LMControlError(f"steps must be >= 1, got {self.steps}")
+        if not isinstance(self.mbr, int) or not 1 <= self.mbr <= 64:
+            raise LMControlError(f"mbr must be in 1..64 candidates, got {self.mbr}")
         from lmcontrol.diffusion.samplers import get_sampler  # torch: only when a setting is built
 
         get_sampler(self.sampler)

@@ -45,7 +45,8 @@ class DiffusionLM(PretrainedMixin, nn.Module):
         W, d = config.width, config.embed_dim
         self.word_embedding = nn.Embedding(config.vocab_size, d)  # N(0, 1) init, as in the official code
         self.time_mlp = nn.Sequential(nn.Linear(W, 4 * W), nn.SiLU(), nn.Linear(4 * W, W))
-        self.in_proj = nn.Sequential(nn.Linear(d, W), nn.Tanh(), nn.Linear(W, W))  # up-projection
+        d_in = 2 * d if config.self_condition else d  # [x_t, x̂0 of the previous step] with self-conditioning
+        self.in_proj = nn.Sequential(nn.Linear(d_in, W), nn.Tanh(), nn.Linear(W, W))  # up-projection
         self.pos_embedding = nn.Parameter(torch.randn(1, config.seq_len, W) * 0.02)
         self.in_norm = nn.LayerNorm(W)
         self.dropout = nn.Dropout(config.dropout)
@@ -74,21 +75,33 @@ class DiffusionLM(PretrainedMixin, nn.Module):
     ) -> Denoiser:
         """The sampler's denoiser: x̂0 = f_θ(x_t, t), replaced by ``known_x0`` (B, L, d) where ``mask`` (B, L) is
         set (imputation, §7.2), then snapped to the nearest word embedding if ``clamp`` (the clamping trick,
-        §4.2; free positions of a template skip the specials); ε̂ follows from the final x̂0."""
+        §4.2; free positions of a template skip the specials); ε̂ follows from the final x̂0.
+
+        With ``config.self_condition`` each call feeds back the x̂0 (after imputation, before clamping) of the
+        previous call of the same sampling run; a call at a time t not below the previous one starts a new run."""
+        previous: dict[str, torch.Tensor] = {}  # "t", "x0" of the last call (self-conditioning)
 
         def denoise(x_t: torch.Tensor, t: torch.Tensor, alpha_bar: torch.Tensor) -> Prediction:
-            x0 = self(x_t, t)  # (B, L, d)
+            x0_prev = None
+            if previous and previous["x0"].shape == x_t.shape and bool((t < previous["t"]).all()):
+                x0_prev = previous["x0"]
+            x0 = self(x_t, t, x0_prev)  # (B, L, d)
             if mask is not None:
                 x0 = torch.where(mask[..., None], known_x0, x0)
+            if self.config.self_condition:
+                previous.update(t=t.detach().clone(), x0=x0.detach())
             if clamp:
                 x0 = self.clamp(x0, words_only=None if mask is None else ~mask)
             return self.schedule.prediction(x_t, x0, alpha_bar)
 
         return denoise
 
-    def forward(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """x0_hat = f_θ(x_t, t): (B, L, d), (B,) → (B, L, d)."""
+    def forward(self, x_t: torch.Tensor, t: torch.Tensor, x0_prev: torch.Tensor | None = None) -> torch.Tensor:
+        """x0_hat = f_θ(x_t, t [, x̂0_prev]): (B, L, d), (B,) → (B, L, d). ``x0_prev`` (self-conditioning only)
+        defaults to zeros, the "no previous estimate" input of Chen et al. 2022 §3.3."""
         B, L, _ = x_t.shape
+        if self.config.self_condition:
+            x_t = torch.cat([x_t, torch.zeros_like(x_t) if x0_prev is None else x0_prev], dim=-1)  # (B, L, 2d)
         h = self.in_proj(x_t) + self.pos_embedding[:, :L]  # (B, L, W)
         h = h + self.time_mlp(timestep_embedding(t, self.config.width))[:, None, :]  # (B, 1, W) broadcast
         h = self.encoder(self.dropout(self.in_norm(h)))  # (B, L, W)

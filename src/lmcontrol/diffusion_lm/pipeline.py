@@ -115,10 +115,14 @@ class DiffusionLMPipeline:
         settings: SampleSettings = SampleSettings(),
         seed: int = 0,
     ) -> list[str]:
-        """``n`` sentences (E2E tokenization) sampled under ``target``."""
+        """``n`` sentences (E2E tokenization) sampled under ``target`` (``settings.mbr`` candidates each)."""
         if n < 1:
             raise LMControlError(f"n must be >= 1, got {n}")
-        denoiser, objective, frozen = self.prepare(target or ControlTarget(), n, settings.clamp)
+        texts = self._sample(n * settings.mbr, target or ControlTarget(), settings, seed)
+        return texts if settings.mbr == 1 else [mbr_select(texts[i :: n]) for i in range(n)]
+
+    def _sample(self, n: int, target: ControlTarget, settings: SampleSettings, seed: int) -> list[str]:
+        denoiser, objective, frozen = self.prepare(target, n, settings.clamp)
         corrector = None
         if objective is not None and settings.guidance_steps > 0:
             corrector = GradientCorrector(
@@ -148,3 +152,17 @@ class DiffusionLMPipeline:
         t0 = time.perf_counter()
         texts = self(n, target=target, settings=settings, seed=seed)
         return texts, time.perf_counter() - t0
+
+
+def mbr_select(candidates: list[str]) -> str:
+    """The candidate with the highest mean sentence BLEU against the others, i.e. the lowest expected risk
+    1 − BLEU under the empirical distribution of the candidates (MBR, Kumar & Byrne 2004)."""
+    import sacrebleu
+
+    if len(candidates) == 1:
+        return candidates[0]
+    gains = [
+        sum(sacrebleu.sentence_bleu(c, [o]).score for j, o in enumerate(candidates) if j != i)
+        for i, c in enumerate(candidates)
+    ]
+    return candidates[max(range(len(candidates)), key=gains.__getitem__)]

@@ -33,6 +33,11 @@ register_suite(
     lazy(_BENCH, "make_suite"),
     "Diffusion-LM vs FUDGE AR per control task (semantic content, POS, span, length, infilling) + steps sweep",
 )
+register_suite(
+    "diffusion-lm-guidance",
+    lazy(_BENCH, "make_guidance_suite"),
+    "Diffusion-LM guidance step size x fluency weight grid on validation targets (how the defaults were chosen)",
+)
 METRICS.register(
     "e2e-control",
     lazy(_BENCH, "control_success"),
@@ -43,7 +48,7 @@ METRICS.register(
 METRICS.register(
     "e2e-lm-score",
     lazy(_BENCH, "lm_score"),
-    "perplexity of E2E samples under SmolLM2 + the E2E prefix (the Diffusion-LM lm-score)",
+    "perplexity of E2E samples under a judge neither method trained (bare SmolLM2; the Diffusion-LM lm-score)",
     needs=(),
     default_arg=None,
 )

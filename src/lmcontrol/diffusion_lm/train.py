@@ -109,7 +109,8 @@ def train_diffusion_lm(
     terms: dict[str, list[float]] = {"mse": [], "nll": [], "prior": []}
 
     def loss_fn(m: torch.nn.Module, batch: tuple[torch.Tensor, torch.Generator]) -> torch.Tensor:
-        out_terms = diffusion_lm_loss(m, batch[0], batch[1])
+        with torch.autocast(batch[0].device.type, dtype=torch.bfloat16, enabled=settings.bf16):
+            out_terms = diffusion_lm_loss(m, batch[0], batch[1], t_sampling=settings.t_sampling)
         for k in terms:
             terms[k].append(float(out_terms[k]))
         if len(terms["mse"]) % settings.log_every == 0:

@@ -63,7 +63,9 @@ class ReControl(Control):
         self.value = value.eval().requires_grad_(False)
         self.config = config
         self.hidden_site = config.site
-        self.value_gain: list[float] = []  # mean V(h + u) - V(h) per step (diagnostics)
+        # Diagnostics for tests and tuning only: off by default, so a control shared by the server's concurrent
+        # requests never writes to itself.
+        self.value_gain: list[float] = []  # mean V(h + u) - V(h) per step, when record_gain is set
         self.record_gain = False
 
     def setup(self, lm: LanguageModel) -> None:
