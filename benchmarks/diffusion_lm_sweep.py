@@ -12,7 +12,8 @@ unconstrained samples (100 ancestral steps, clamping) next to 64 human E2E refer
 references, at 100 and 200 steps, and with MBR over 4 candidates).
 
 A variant is ``WIDTHxLAYERS`` plus optional ``+sc`` (self-conditioning), ``+lin`` (t ~ p(t) ∝ t + 1) and
-``+vN`` (vocabulary min count N). Results append to ``OUT/sweep.jsonl``; ``--plot`` draws them.
+``+vN`` (vocabulary min count N). Results append to ``OUT/sweep.jsonl``
+(the committed 3-minute run: ``benchmarks/diffusion_lm_sweep_3min.jsonl``).
 """
 
 from __future__ import annotations
