@@ -8,8 +8,9 @@ unconstrained samples (100 ancestral steps, clamping) next to 64 human E2E refer
     python benchmarks/diffusion_lm_sweep.py --minutes 6 --variant 256x6+sc --variant 256x6+lin --out runs/dlm-sweep
     python benchmarks/diffusion_lm_sweep.py --evaluate runs/dlm/plain --evaluate runs/dlm/sc --samples 128
 
-``--evaluate MODEL_DIR`` skips training and scores a trained model's unconstrained samples (with the human
-references, at 100 and 200 steps, and with MBR over 4 candidates).
+This script trains models, so it is not a bench suite; the comparison of *sampling* settings on the committed model
+is the suite ``lmcontrol bench diffusion-lm-fluency``. ``--evaluate MODEL_DIR`` does the same for any trained model
+directory (e.g. a sweep run) without registering it.
 
 A variant is ``WIDTHxLAYERS`` plus optional ``+sc`` (self-conditioning), ``+lin`` (t ~ p(t) ∝ t + 1) and
 ``+vN`` (vocabulary min count N). Results append to ``OUT/sweep.jsonl``

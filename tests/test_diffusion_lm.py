@@ -360,3 +360,12 @@ def test_pipeline_returns_one_text_per_request_with_mbr(tiny: DiffusionLM) -> No
     pipe = DiffusionLMPipeline(tiny)
     texts = pipe(3, settings=SampleSettings(steps=4, mbr=3), seed=0)
     assert len(texts) == 3 and all(isinstance(t, str) for t in texts)
+
+
+def test_diffusion_lm_suites_are_registered() -> None:
+    from lmcontrol import registry
+    from lmcontrol.diffusion_lm.bench import unconstrained_rows
+
+    assert {"diffusion-lm", "diffusion-lm-guidance", "diffusion-lm-fluency"} <= set(registry.suites())
+    rows = unconstrained_rows(3)
+    assert len({r["prompt"] for r in rows}) == 3  # distinct rows, each its own sample

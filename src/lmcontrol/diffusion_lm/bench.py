@@ -162,10 +162,10 @@ def _output(prompts: list[str], texts: list[str], ids: list[list[int]], seconds:
 
 
 def diffusion_lm_run(
-    steps: int, **guidance: float
+    steps: int, **guidance: float | int
 ) -> Callable[[LanguageModel, list[str], GenerationConfig], GenerationOutput]:
     """``run(lm, targets, config)``: one Diffusion-LM sample per target (seed: the harness's + row index);
-    ``guidance`` overrides ``SampleSettings`` fields (``step_size``, ``fluency``)."""
+    ``guidance`` overrides ``SampleSettings`` fields (``step_size``, ``fluency``, ``mbr``)."""
 
     def run(lm: LanguageModel, prompts: list[str], config: GenerationConfig) -> GenerationOutput:
         from lmcontrol.diffusion_lm.pipeline import SampleSettings
@@ -433,4 +433,30 @@ def make_guidance_suite() -> BenchSuite:
         metrics=("e2e-control", "e2e-lm-score"),
         generation=GenerationConfig(max_new_tokens=64, temperature=0.7, chat=False),
         batch_size=8,
+    )
+
+
+# --- unconstrained fluency -----------------------------------------------------------------------------------
+def unconstrained_rows(n: int) -> list[Row]:
+    """``n`` unconstrained targets (each a sample of its own)."""
+    from lmcontrol.diffusion_lm.targets import ControlTarget, target_text
+
+    return [{"prompt": target_text(ControlTarget(), i)} for i in range(max(n, 1))]
+
+
+def make_fluency_suite() -> BenchSuite:
+    """``lmcontrol bench diffusion-lm-fluency``: judge perplexity of unconstrained samples at 100 and 200 steps and
+    with MBR over 4 candidates, next to the human references (``finalize``)."""
+    return BenchSuite(
+        name="diffusion-lm-fluency",
+        prompts=unconstrained_rows,
+        methods=(
+            BenchMethod("diffusion-lm", run=diffusion_lm_run(100), help="100 ancestral steps"),
+            BenchMethod("diffusion-lm-200", run=diffusion_lm_run(200), help="200 ancestral steps"),
+            BenchMethod("diffusion-lm-mbr4", run=diffusion_lm_run(100, mbr=4), help="100 steps, MBR over 4"),
+        ),
+        metrics=("e2e-lm-score",),
+        generation=GenerationConfig(max_new_tokens=64, temperature=0.7, chat=False),
+        batch_size=8,
+        finalize=add_human_references,
     )

@@ -38,6 +38,11 @@ register_suite(
     lazy(_BENCH, "make_guidance_suite"),
     "Diffusion-LM guidance step size x fluency weight grid on validation targets (how the defaults were chosen)",
 )
+register_suite(
+    "diffusion-lm-fluency",
+    lazy(_BENCH, "make_fluency_suite"),
+    "Diffusion-LM unconstrained fluency: judge perplexity at 100 / 200 steps and with MBR, vs human references",
+)
 METRICS.register(
     "e2e-control",
     lazy(_BENCH, "control_success"),
