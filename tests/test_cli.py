@@ -110,3 +110,16 @@ def test_help_is_fast():
         text=True,
     )
     assert check.stdout.strip() == "False", "importing the CLI must not import torch/transformers"
+
+
+def test_main_registers_plugin_commands_once(cli):
+    """Calling ``main`` again (tests, notebooks) must not append a second copy of every command."""
+    from lmcontrol.cli.main import app, train_app
+
+    cli("--help")
+    counts = (len(app.registered_commands), len(train_app.registered_commands))
+    for _ in range(3):
+        cli("generate", "--prompt", " ")
+    assert (len(app.registered_commands), len(train_app.registered_commands)) == counts
+    names = [info.name for info in app.registered_commands if info.name]
+    assert len(names) == len(set(names)), "a command is registered twice"

@@ -235,6 +235,38 @@ def test_artifact_round_trip(tiny: DiffusionLM, tmp_path: Path) -> None:
         assert torch.allclose(back(x, t), tiny(x, t), atol=1e-5)
 
 
+
+def test_init_from_continues_a_trained_model_and_can_freeze_its_embeddings(tiny: DiffusionLM, tmp_path: Path) -> None:
+    """``--init-from`` copies the artifact (same shape and vocabulary, or one clear error); with
+    ``--freeze-embeddings`` an optimizer step changes the denoiser but not E (so latent classifiers stay valid)."""
+    from lmcontrol.diffusion_lm.config import DiffusionTrainSettings
+    from lmcontrol.diffusion_lm.train import _initial_model
+
+    tiny.save_with_vocab(tmp_path / "m", command="test", half=False)
+    settings = DiffusionTrainSettings(init_from=str(tmp_path / "m"), freeze_embeddings=True)
+    model = _initial_model(tiny.config, settings, tiny.vocab)
+    ref = tiny.state_dict()
+    assert model.training and all(torch.equal(v, ref[k]) for k, v in model.state_dict().items())
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=1e-2)
+    ids = torch.tensor([tiny.vocab.encode(t, 16) for t in TEXTS[:4]])
+    diffusion_lm_loss(model, ids, torch.Generator().manual_seed(0))["loss"].backward()
+    opt.step()
+    after = model.state_dict()
+    assert torch.equal(after["word_embedding.weight"], before["word_embedding.weight"])
+    assert any(not torch.equal(after[k], before[k]) for k in before if k != "word_embedding.weight")
+
+    import dataclasses
+
+    with pytest.raises(LMControlError, match="width=32 \\(asked 64\\)"):
+        _initial_model(dataclasses.replace(tiny.config, width=64), settings, tiny.vocab)
+    with pytest.raises(LMControlError, match="vocabulary differs"):
+        _initial_model(tiny.config, settings, Vocab.build(TEXTS[:1], min_count=1))
+    with pytest.raises(LMControlError, match="needs --init-from"):
+        _initial_model(tiny.config, DiffusionTrainSettings(freeze_embeddings=True), tiny.vocab)
+
+
 @pytest.mark.slow
 def test_committed_artifact_samples() -> None:
     model_dir = REPO / "artifacts" / "diffusion-lm-e2e"

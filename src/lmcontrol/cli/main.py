@@ -192,10 +192,16 @@ def _register_plugins() -> None:
     """Add `train <method>` and other plugin commands (plugins are light: no heavy imports at load)."""
     from lmcontrol import registry
 
+    # Idempotent: `main` may run many times in one process (tests, notebooks); registering again would append
+    # a duplicate of every command each time and make each call slower than the last.
+    have_train = {info.name for info in train_app.registered_commands}
+    have = {info.name for info in app.registered_commands}
     for name, entry in sorted(registry.trainers().items()):
-        train_app.command(name=name, help=entry.help)(entry.factory())
+        if name not in have_train:
+            train_app.command(name=name, help=entry.help)(entry.factory())
     for extra in registry.commands().values():
-        app.command(name=extra.name, help=extra.help)(extra.factory())
+        if extra.name not in have:
+            app.command(name=extra.name, help=extra.help)(extra.factory())
     for info in app.registered_commands:  # `lmcontrol bench --help` names every registered suite
         if info.callback is bench:
             info.epilog = "Suites:\n\n" + "\n\n".join(

@@ -82,6 +82,8 @@ class DiffusionTrainSettings:
     log_every: int = 50  # steps between logged losses
     t_sampling: str = "uniform"  # how training draws t: "uniform" (the paper) or "linear" (p(t) ∝ t + 1)
     bf16: bool = False  # autocast the forward to bfloat16 (≈1.7× faster on a CPU with AVX512-BF16, and on GPUs)
+    init_from: str = ""  # a Diffusion-LM artifact to start from (its shape and vocabulary), with a fresh schedule
+    freeze_embeddings: bool = False  # keep the word embeddings fixed (latent classifiers trained on them stay valid)
 
     def __post_init__(self) -> None:
         if self.t_sampling not in T_SAMPLINGS:

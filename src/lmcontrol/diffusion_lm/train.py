@@ -95,8 +95,7 @@ def train_diffusion_lm(
     ids = encode_corpus(texts, vocab, config.seq_len)  # (N, L)
     valid_ids = encode_corpus(_valid_texts(), vocab, config.seq_len)[:512]
     torch.manual_seed(settings.seed)
-    model = DiffusionLM(config)
-    model.vocab = vocab
+    model = _initial_model(config, settings, vocab)
     log.warning(
         "diffusion-lm: %d parameters, vocab %d, %d sentences", model.num_parameters(), len(vocab), len(ids)
     )
@@ -161,6 +160,41 @@ def train_diffusion_lm(
         ),
     )
     return metrics
+
+
+def _initial_model(config: DiffusionLMConfig, settings: DiffusionTrainSettings, vocab: Vocab) -> DiffusionLM:
+    """A fresh denoiser, or (``init_from``) a copy of a trained one to continue under a new schedule.
+
+    Continuing needs the same shape and vocabulary: the artifact's config must equal the one asked for (so a
+    typo in ``--width`` is an error, not a silently different model). ``freeze_embeddings`` keeps E fixed, so
+    the noised-latent classifiers trained against the starting artifact remain valid for the continued one.
+    """
+    from lmcontrol import LMControlError
+
+    if not settings.init_from:
+        if settings.freeze_embeddings:
+            raise LMControlError("--freeze-embeddings needs --init-from (fresh embeddings must be learned)")
+        model = DiffusionLM(config)
+        model.vocab = vocab
+        return model
+    model = DiffusionLM.load(settings.init_from)
+    if model.vocab is None or model.vocab.words != vocab.words:
+        raise LMControlError(
+            f"--init-from {settings.init_from}: its vocabulary differs from the one built here (min_count "
+            f"{settings.min_count}); continue with the min_count it was trained with"
+        )
+    ours = dataclasses.replace(config, dropout=model.config.dropout)
+    if model.config != ours:
+        diff = {k: (getattr(model.config, k), getattr(ours, k)) for k in dataclasses.asdict(ours)
+                if getattr(model.config, k) != getattr(ours, k)}  # fmt: skip
+        raise LMControlError(
+            f"--init-from {settings.init_from} has a different shape: "
+            + ", ".join(f"{k}={a} (asked {b})" for k, (a, b) in diff.items())
+        )
+    model = model.float().train()
+    if settings.freeze_embeddings:
+        model.word_embedding.weight.requires_grad_(False)
+    return model
 
 
 def _valid_texts() -> list[str]:
