@@ -109,6 +109,7 @@ def test_check_resume(tmp_path: Path):
         ("recontrol", ["--steps", "--lr", "--seed", "--rollout-temperature", "--rollout-batch", "--depth"]),
         ("reward", ["--epochs", "--heads", "--seed", "--lr", "--heldout"]),
         ("probe", ["--data", "--text-column", "--seed", "--holdout"]),
+        ("investigator", ["--sft-pairs", "--sft-epochs", "--sft-lr", "--rounds", "--temperature", "--beta1", "--seed"]),
     ],
 )
 def test_trainers_use_generated_options(cli, trainer, options):

@@ -9,6 +9,8 @@ from typing import Annotated
 import typer
 
 from lmcontrol import LMControlError
+from lmcontrol.cli.config_options import Model, config_options
+from lmcontrol.redteam.config import InvestigatorConfig, ObjectiveConfig, SFTDataConfig, SFTTrainConfig
 
 log = logging.getLogger(__name__)
 
@@ -24,49 +26,38 @@ def _behaviors(spec: str, n: int | None):
     return read_behaviors(spec, limit=n)
 
 
+@config_options(
+    "objective_config",
+    ObjectiveConfig,
+    include=("rounds", "steps", "beta1", "beta2", "objective", "behaviors_per_step", "samples_per_behavior", "lr",
+             "temperature", "seed"),
+)  # fmt: skip
+@config_options("sft", SFTTrainConfig, include=("epochs", "lr", "batch_size"),
+                rename={"epochs": "sft_epochs", "lr": "sft_lr", "batch_size": "sft_batch_size"})  # fmt: skip
+@config_options("sft_data", SFTDataConfig, include=("n_pairs",), rename={"n_pairs": "sft_pairs"})
+@config_options("investigator", InvestigatorConfig, include=("lora_r",))
 def train_investigator(
+    objective_config: ObjectiveConfig,
+    sft: SFTTrainConfig,
+    sft_data: SFTDataConfig,
+    investigator: InvestigatorConfig,
     out: Annotated[
         Path, typer.Option(help="Artifact directory (its checkpoint/ keeps the state for --resume).")
     ] = Path("artifacts/investigator"),
-    rounds: Annotated[int, typer.Option(help="Frank-Wolfe rounds of the objective (>= 1).")] = 3,
-    steps: Annotated[int, typer.Option(help="Policy updates per round.")] = 30,
-    beta1: Annotated[
-        float, typer.Option(help="Entropy / FW repulsion weight beta1 (>= 0; 1 = exact posterior).")
-    ] = 0.3,
-    beta2: Annotated[float, typer.Option(help="Prior cross-entropy weight beta2 (>= 0; 1 = exact posterior).")] = 0.1,
-    objective: Annotated[str, typer.Option(help="reinforce (leave-one-out baseline) or dpo.")] = "reinforce",
     behaviors: Annotated[
         str, typer.Option(help="Behaviours for the objective: FILE or advbench:train.")
     ] = "advbench:train",
-    behaviors_per_step: Annotated[int, typer.Option(help="Behaviours per policy update.")] = 2,
-    samples_per_behavior: Annotated[int, typer.Option(help="Prompts sampled per behaviour per update (>= 2).")] = 4,
-    lr: Annotated[float, typer.Option(help="Learning rate of the rounds.")] = 5e-4,
-    sft_pairs: Annotated[int, typer.Option(help="Forward (prompt, greedy reply) pairs for SFT.")] = 800,
-    sft_epochs: Annotated[float, typer.Option(help="SFT epochs.")] = 1.0,
-    sft_lr: Annotated[float, typer.Option(help="SFT learning rate.")] = 1e-3,
-    lora_r: Annotated[int, typer.Option(help="LoRA rank.")] = 8,
-    model: Annotated[str | None, typer.Option(help="Target / base LM (default: embedded SmolLM2-135M).")] = None,
-    seed: Annotated[int, typer.Option(help="Seed.")] = 0,
+    model: Model = None,
     threads: Annotated[int, typer.Option(help="torch CPU threads.")] = 1,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from OUT/checkpoint.")] = False,
 ) -> None:
     """Train the investigator q(x | y): SFT on reversed pairs, then the objective in Frank-Wolfe rounds."""
-    from lmcontrol.redteam.config import InvestigatorConfig, ObjectiveConfig, SFTDataConfig, SFTTrainConfig
+    import dataclasses
 
-    obj = ObjectiveConfig(
-        beta1=beta1,
-        beta2=beta2,
-        rounds=rounds,
-        steps=steps,
-        objective=objective,
-        behaviors_per_step=behaviors_per_step,
-        samples_per_behavior=samples_per_behavior,
-        lr=lr,
-        seed=seed,
-    )  # validates before anything heavy loads
-    sft_data = SFTDataConfig(n_pairs=sft_pairs, seed=seed)
-    sft = SFTTrainConfig(epochs=sft_epochs, lr=sft_lr, seed=seed)
-    inv_cfg = InvestigatorConfig(lora_r=lora_r, lora_alpha=2 * lora_r)
+    seed = objective_config.seed  # one --seed for every phase
+    sft_data = dataclasses.replace(sft_data, seed=seed)
+    sft = dataclasses.replace(sft, seed=seed)
+    inv_cfg = dataclasses.replace(investigator, lora_alpha=2 * investigator.lora_r)
     bs = _behaviors(behaviors, None)
     import torch
 
@@ -76,7 +67,9 @@ def train_investigator(
 
     torch.set_num_threads(threads)
     target = load_lm(model)
-    plan = TrainPlan(investigator=inv_cfg, sft_data=sft_data, sft=sft, objective=obj, behaviors=behaviors)
+    plan = TrainPlan(
+        investigator=inv_cfg, sft_data=sft_data, sft=sft, objective=objective_config, behaviors=behaviors
+    )
     run(target, plan, out, behaviors=bs, resume=resume)
     typer.echo(f"wrote {out}")
 

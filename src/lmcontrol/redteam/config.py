@@ -27,8 +27,8 @@ class InvestigatorConfig:
     """
 
     base_model: str = "smollm2-135m-instruct-q4_1"
-    lora_r: int = 8
-    lora_alpha: int = 16
+    lora_r: int = 8  # LoRA rank of every adapter
+    lora_alpha: int = 16  # LoRA scaling numerator (the trainer sets 2 × rank)
     lora_dropout: float = 0.0
     target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj", "up_proj", "down_proj")
     adapters: tuple[str, ...] = ("sft",)
@@ -57,7 +57,7 @@ class InvestigatorConfig:
 class SFTDataConfig:
     """The forward direction: prompts x from shared data, the target's greedy reply y (<= ``max_new_tokens``)."""
 
-    n_pairs: int = 800
+    n_pairs: int = 800  # forward (prompt, greedy reply) pairs for SFT
     max_new_tokens: int = 32
     max_prompt_words: int = 40
     batch_size: int = 24
@@ -72,9 +72,9 @@ class SFTDataConfig:
 class SFTTrainConfig:
     """Supervised reverse-model training: maximise log q(x | y) over the forward pairs (paper section 3.1)."""
 
-    epochs: float = 1.0
-    batch_size: int = 8
-    lr: float = 1e-3
+    epochs: float = 1.0  # SFT epochs over the pairs
+    batch_size: int = 8  # SFT pairs per step
+    lr: float = 1e-3  # SFT learning rate
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -91,19 +91,19 @@ class ObjectiveConfig:
     exact posterior inference; the defaults trade some exactness for speed on a 135M model.
     """
 
-    beta1: float = 0.3
-    beta2: float = 0.1
-    rounds: int = 3
+    beta1: float = 0.3  # entropy / Frank-Wolfe repulsion weight beta1 (>= 0; 1 = exact posterior)
+    beta2: float = 0.1  # prior cross-entropy weight beta2 (>= 0; 1 = exact posterior)
+    rounds: int = 3  # Frank-Wolfe rounds of the objective (>= 1)
     steps: int = 30  # policy updates per round
-    behaviors_per_step: int = 2
-    samples_per_behavior: int = 4
-    lr: float = 5e-4
-    objective: str = "reinforce"
-    dpo_beta: float = 0.1
-    temperature: float = 1.0
-    max_prompt_tokens: int = 32
+    behaviors_per_step: int = 2  # behaviours per policy update
+    samples_per_behavior: int = 4  # prompts sampled per behaviour per update (>= 2)
+    lr: float = 5e-4  # learning rate of the rounds
+    objective: str = "reinforce"  # reinforce (leave-one-out baseline) or dpo
+    dpo_beta: float = 0.1  # DPO's beta (objective dpo)
+    temperature: float = 1.0  # sampling temperature of the prompts a round learns from
+    max_prompt_tokens: int = 32  # longest sampled prompt
     reward_clip: float = 10.0  # |advantage| cap, a guard against one huge log-prob swinging the update
-    seed: int = 0
+    seed: int = 0  # seed of every phase (pairs, SFT, rounds)
 
     def __post_init__(self) -> None:
         for name in ("beta1", "beta2"):
