@@ -10,7 +10,7 @@ import typer
 
 from lmcontrol import LMControlError
 from lmcontrol.cli.config_options import Model, config_options
-from lmcontrol.redteam.config import InvestigatorConfig, ObjectiveConfig, SFTDataConfig, SFTTrainConfig
+from lmcontrol.redteam.config import AttackConfig, InvestigatorConfig, ObjectiveConfig, SFTDataConfig, SFTTrainConfig
 
 log = logging.getLogger(__name__)
 
@@ -67,14 +67,15 @@ def train_investigator(
 
     torch.set_num_threads(threads)
     target = load_lm(model)
-    plan = TrainPlan(
-        investigator=inv_cfg, sft_data=sft_data, sft=sft, objective=objective_config, behaviors=behaviors
-    )
+    plan = TrainPlan(investigator=inv_cfg, sft_data=sft_data, sft=sft, objective=objective_config, behaviors=behaviors)
     run(target, plan, out, behaviors=bs, resume=resume)
     typer.echo(f"wrote {out}")
 
 
+@config_options("config", AttackConfig, include=("samples", "verify_top", "refine", "match_words", "temperature",
+                                                "top_p", "max_new_tokens", "seed"))  # fmt: skip
 def redteam(
+    config: AttackConfig,
     behaviors: Annotated[str, typer.Option(help="CSV (AdvBench goal,target), JSONL, or advbench:test.")],
     out: Annotated[Path, typer.Option(help="Output directory: results.json, report.md, asr.png.")],
     investigator: Annotated[Path | None, typer.Option(help="Investigator artifact directory.")] = Path(
@@ -85,28 +86,12 @@ def redteam(
         str, typer.Option(help="investigator, sample (plain model asked), gcg (nanoGCG) or goal (the request itself).")
     ] = "investigator",
     components: Annotated[str | None, typer.Option(help="Investigator adapters to sample, e.g. round1 or sft.")] = None,
-    samples: Annotated[int, typer.Option(help="Prompts sampled per behaviour (K).")] = 32,
-    verify_top: Annotated[int, typer.Option(help="Best-scored prompts verified by the greedy reply.")] = 32,
-    refine: Annotated[int, typer.Option(help="Refinement rounds around the best prompts.")] = 0,
-    match_words: Annotated[int, typer.Option(help="Target words the reply must begin with.")] = 5,
-    temperature: Annotated[float, typer.Option(help="Sampling temperature of the proposals.")] = 1.0,
     n: Annotated[int | None, typer.Option(help="Attack only the first N behaviours.")] = None,
     gcg_seconds: Annotated[float, typer.Option(help="nanoGCG wall-time budget per behaviour.")] = 30.0,
-    model: Annotated[str | None, typer.Option(help="Target LM (default: embedded SmolLM2-135M).")] = None,
-    seed: Annotated[int, typer.Option(help="Seed.")] = 0,
+    model: Model = None,
     threads: Annotated[int, typer.Option(help="torch CPU threads.")] = 1,
 ) -> None:
     """Attack behaviours: sample prompts, score log p(y|x), verify by the greedy reply, cluster strategies."""
-    from lmcontrol.redteam.config import AttackConfig
-
-    cfg = AttackConfig(
-        samples=samples,
-        verify_top=verify_top,
-        refine=refine,
-        match_words=match_words,
-        temperature=temperature,
-        seed=seed,
-    )
     bs = _behaviors(behaviors, n)
     import torch
 
@@ -121,7 +106,7 @@ def redteam(
         method=method,
         controls=control or (),
         components=components,
-        config=cfg,
+        config=config,
         gcg_seconds=gcg_seconds,
         model=model,
     )

@@ -125,16 +125,16 @@ class AttackConfig:
     """Per behaviour: sample ``samples`` prompts from the mixture, score log p(y|x) in one batched pass, verify
     the ``verify_top`` best by the target's greedy reply, optionally resample around the best (``refine``)."""
 
-    samples: int = 32
-    verify_top: int = 32
+    samples: int = 32  # prompts sampled per behaviour (K)
+    verify_top: int = 32  # best-scored prompts verified by the target's greedy reply
     refine: int = 0  # extra rounds: condition the investigator on the best prompt's reply and resample
-    temperature: float = 1.0
-    top_p: float = 0.95
+    temperature: float = 1.0  # sampling temperature of the proposals
+    top_p: float = 0.95  # nucleus of the proposals
     max_prompt_tokens: int = 32
     match_words: int = 5  # the reply must begin with the target's first words (case and punctuation ignored)
-    max_new_tokens: int = 24  # of the verification reply
+    max_new_tokens: int = 24  # tokens of the verification reply
     batch_size: int = 32
-    seed: int = 0
+    seed: int = 0  # seed of the proposals
 
     def __post_init__(self) -> None:
         if self.samples < 1 or self.verify_top < 0 or self.refine < 0 or self.match_words < 1:
