@@ -186,3 +186,18 @@ def test_control_spec_errors(tiny):
         build_control("prefix", tiny)
     with pytest.raises(LMControlError, match="unknown option"):
         build_control("prefix:dir,scale=2", tiny)
+
+
+def test_every_benchmark_the_docs_quote_is_a_registered_suite(cli):
+    """`lmcontrol bench NAME` in the README or docs must name a suite that `lmcontrol bench --help` lists."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    quoted = set()
+    for path in [root / "README.md", *sorted((root / "docs").glob("*.md"))]:
+        quoted |= set(re.findall(r"lmcontrol bench ([a-z0-9][a-z0-9-]*)", path.read_text(encoding="utf-8")))
+    assert quoted, "the docs quote no benchmark"
+    code, out, _ = cli("bench", "--help")
+    listed = set(re.findall(r"^\s*([a-z0-9][a-z0-9-]*) — ", out, flags=re.M))
+    assert code == 0 and not quoted - listed, f"quoted but not listed: {sorted(quoted - listed)}"
