@@ -134,6 +134,25 @@ def test_exact_denoiser_samples_the_data_distribution(sampler: str) -> None:
     assert abs(float(out.mean())) < 0.03
 
 
+
+def test_ancestral_noise_scale_is_a_temperature() -> None:
+    """noise_scale 1 is the exact step (pinned output unchanged), smaller scales shrink the spread of the samples
+    of N(0, s²) monotonically, 0 is deterministic; out-of-range scales are one-line errors."""
+    x_T = torch.randn(4000, 2, generator=torch.Generator().manual_seed(0))
+    ts = Schedule(kind="cosine").timesteps(50)
+    den = gaussian_denoiser(0.5)
+
+    def run(scale: float, seed: int = 1) -> torch.Tensor:
+        return sample_ancestral(den, x_T, ts, generator=torch.Generator().manual_seed(seed), noise_scale=scale)
+
+    assert torch.equal(run(1.0), sample_ancestral(den, x_T, ts, generator=torch.Generator().manual_seed(1)))
+    stds = [float(run(scale).std()) for scale in (1.0, 0.5, 0.0)]
+    assert stds[0] > stds[1] > stds[2]
+    assert torch.equal(run(0.0, seed=1), run(0.0, seed=2))
+    with pytest.raises(LMControlError, match="noise_scale"):
+        run(1.5)
+
+
 def test_last_step_lands_on_x0_and_callback_sees_every_step() -> None:
     seen: list[int] = []
     ts = Schedule(kind="sqrt", prediction_type="x0", steps=20).timesteps(5)

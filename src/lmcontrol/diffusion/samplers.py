@@ -125,6 +125,7 @@ def sample_ancestral(
     callback: Callback | None = None,
     corrector: Corrector | None = None,
     var_interp: float = 0.0,
+    noise_scale: float = 1.0,
 ) -> torch.Tensor:
     """Ancestral sampling x_{t−1} ~ q(x_{t−1} | x_t, x̂0) (Ho et al. 2020, Alg. 2 written with x̂0, eq. 7).
 
@@ -136,15 +137,19 @@ def sample_ancestral(
         callback: ``callback(i, x_prev, x0_hat)`` after every step.
         corrector: ``corrector(x_prev, mean, std, t_prev) -> x_prev`` after every step.
         var_interp: v in exp(v log β + (1 − v) log β̃): 0 = the posterior variance, 1 = β (DGLM uses 0.2).
+        noise_scale: s in x_{t−1} = μ + s·σ·z, a sampling temperature (s < 1 trades diversity for typicality, as
+            the reduced-temperature sampling of Gulrajani & Hashimoto 2023 §5; 1 = the exact step, 0 = its mean).
     Returns the final x̂0.
     """
     if not 0.0 <= var_interp <= 1.0:
         raise LMControlError(f"var_interp must be in [0, 1], got {var_interp}")
+    if not 0.0 <= noise_scale <= 1.0:
+        raise LMControlError(f"noise_scale must be in [0, 1], got {noise_scale}")
 
     def update(x: torch.Tensor, pred: Prediction, step: _Step, generator: torch.Generator | None):  # noqa: ANN202
         mean, std = posterior(pred.x0, x, step.ab, step.ab_prev, var_interp)
         noise = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
-        return mean + as_coef(std, x) * noise, mean, std
+        return mean + as_coef(noise_scale * std, x) * noise, mean, std
 
     return _walk(denoiser, x, timesteps, update, generator, callback, corrector)
 

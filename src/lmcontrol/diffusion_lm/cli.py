@@ -99,7 +99,7 @@ def train_span_classifier_cmd(
     _echo(out, train_span_classifier(model, settings, out, work_dir, resume=resume))
 
 
-@config_options("settings", SampleSettings, include=("steps", "sampler", "step_size", "fluency", "mbr"))
+@config_options("settings", SampleSettings, include=("steps", "sampler", "step_size", "fluency", "mbr", "noise_scale"))
 def sample_cmd(
     settings: SampleSettings,
     n: Annotated[int, typer.Option(help="Sentences to sample.")] = 8,

@@ -116,6 +116,7 @@ class SampleSettings:
         fluency: λ, the weight of the fluency term.
         mbr: candidates per returned sample; > 1 returns, per group, the candidate with the lowest expected risk
             1 − BLEU against the others (Minimum Bayes Risk decoding, Kumar & Byrne 2004; Li et al. 2022 §6).
+        noise_scale: scale of the ancestral step's noise, a sampling temperature in [0, 1] (1 = the exact step).
     """
 
     steps: int = 200
@@ -125,12 +126,17 @@ class SampleSettings:
     step_size: float = 0.1
     fluency: float = 0.01
     mbr: int = 1
+    noise_scale: float = 1.0
 
     def __post_init__(self) -> None:
         if not isinstance(self.steps, int) or self.steps < 1:
             raise LMControlError(f"steps must be >= 1, got {self.steps}")
         if not isinstance(self.mbr, int) or not 1 <= self.mbr <= 64:
             raise LMControlError(f"mbr must be in 1..64 candidates, got {self.mbr}")
+        if not 0.0 <= self.noise_scale <= 1.0:
+            raise LMControlError(f"noise_scale must be in [0, 1], got {self.noise_scale}")
+        if self.noise_scale != 1.0 and self.sampler != "ancestral":
+            raise LMControlError(f"noise_scale applies to the ancestral sampler, not '{self.sampler}'")
         from lmcontrol.diffusion.samplers import get_sampler  # torch: only when a setting is built
 
         get_sampler(self.sampler)

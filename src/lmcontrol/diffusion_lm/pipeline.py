@@ -133,10 +133,12 @@ class DiffusionLMPipeline:
                 frozen=frozen,
             )
         cfg = self.model.config
-        g = torch.Generator().manual_seed(seed)
-        x_T = torch.randn((n, cfg.seq_len, cfg.embed_dim), generator=g)
+        device = self.model.word_embedding.weight.device
+        g = torch.Generator(device=device).manual_seed(seed)
+        x_T = torch.randn((n, cfg.seq_len, cfg.embed_dim), generator=g, device=device)
+        extra = {"noise_scale": settings.noise_scale} if settings.noise_scale != 1.0 else {}
         x0 = get_sampler(settings.sampler)(
-            denoiser, x_T, self.model.timesteps(settings.steps), corrector=corrector, generator=g
+            denoiser, x_T, self.model.timesteps(settings.steps), corrector=corrector, generator=g, **extra
         )
         return self.model.decode(x0, None if frozen is None else ~frozen)
 
