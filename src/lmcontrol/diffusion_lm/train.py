@@ -41,15 +41,29 @@ def encode_corpus(texts: list[str], vocab: Vocab, seq_len: int) -> torch.Tensor:
     return torch.tensor([vocab.encode(text, seq_len) for text in texts], dtype=torch.long)
 
 
-def plot_losses(losses: list[float], log_every: int, path: Path, title: str) -> None:
-    """Save a loss-curve PNG (log-scale y)."""
+CURVE_EVERY = 500  # steps between the loss-curve points kept in the artifact
+
+
+def plot_losses(
+    losses: list[float], log_every: int, path: Path, title: str, before: tuple[int, list[float]] | None = None
+) -> None:
+    """Save a loss-curve PNG (log-scale y); ``before`` = (every, losses) of the run this one continued."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 3.5))
-    ax.plot([(i + 1) * log_every for i in range(len(losses))], losses)
+    start = 0
+    if before is not None:
+        every, prev = before
+        ax.plot([(i + 1) * every for i in range(len(prev))], prev, label="initial run")
+        start = every * len(prev)
+        ax.axvline(start, color="grey", lw=0.8, ls=":")
+    ax.plot([start + (i + 1) * log_every for i in range(len(losses))], losses,
+            label="continued (--init-from)" if before else None)  # fmt: skip
+    if before is not None:
+        ax.legend(fontsize=8)
     ax.set_xlabel("step")
     ax.set_ylabel(f"loss (mean over {log_every} steps)")
     ax.set_yscale("log")
@@ -141,16 +155,20 @@ def train_diffusion_lm(
         "train_seconds_this_run": round(time.perf_counter() - t0, 1),
         "parameters": model.num_parameters(),
     }
-    curve = [round(x, 4) for x in result.losses]
+    every = max(CURVE_EVERY // settings.log_every, 1)
+    curve = [round(x, 4) for x in result.losses][every - 1 :: every]  # one point per CURVE_EVERY steps
+    before = _parent_curve(settings.init_from)
     if figure is not None:
-        plot_losses(result.losses, settings.log_every, figure, "Diffusion-LM on E2E: training loss")
+        plot_losses(result.losses, settings.log_every, figure, "Diffusion-LM on E2E: training loss", before)
     model.save_with_vocab(
         out,
         data=DATA_NOTE,
         metrics=metrics,
         extra={
             "train_settings": dataclasses.asdict(settings),
-            "loss_curve_every_50_steps": curve[::10],
+            "loss_curve_every": every * settings.log_every,
+            "loss_curve": curve,
+            **({"init_loss_curve_every": before[0], "init_loss_curve": before[1]} if before else {}),
             "loss_figure": str(figure) if figure else None,
         },
         description=(
@@ -160,6 +178,20 @@ def train_diffusion_lm(
         ),
     )
     return metrics
+
+
+def _parent_curve(init_from: str) -> tuple[int, list[float]] | None:
+    """(every, losses) stored in the artifact a run continued from (older artifacts: every 500 steps)."""
+    if not init_from:
+        return None
+    from lmcontrol.artifacts import read_meta
+
+    extra = read_meta(init_from).extra or {}
+    if "loss_curve" in extra:
+        return int(extra["loss_curve_every"]), list(extra["loss_curve"])
+    if "loss_curve_every_50_steps" in extra:  # the first artifacts: every 10th of the per-50-step losses
+        return CURVE_EVERY, list(extra["loss_curve_every_50_steps"])
+    return None
 
 
 def _initial_model(config: DiffusionLMConfig, settings: DiffusionTrainSettings, vocab: Vocab) -> DiffusionLM:
