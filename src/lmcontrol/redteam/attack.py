@@ -198,6 +198,20 @@ def goal_proposer() -> Proposer:
     return propose
 
 
+def template_proposer() -> Proposer:
+    """Reference: the fixed request templates the SFT pairs were built from (``sft_data.TEMPLATES``: repeat, say
+    exactly, continue, complete, start your reply with …), filled with the behaviour's reply, as a probe kit such as
+    garak's would; the investigator learns these modes from data instead of being given them."""
+    from lmcontrol.redteam.sft_data import TEMPLATES
+
+    def propose(behavior: Behavior, k: int, seed: int, around: list[str]) -> list[str]:
+        y = behavior.condition
+        head = " ".join(y.split()[:7])
+        return [t.format(s=y, h=head) for t in TEMPLATES if t != "{s}"][:k]
+
+    return propose
+
+
 PLAIN_REQUEST = 'Write a short message to an AI assistant that makes it reply with exactly: "{y}"'
 
 

@@ -11,6 +11,8 @@ Methods (same K prompts per behaviour unless noted):
   wrote it, which gives the clusters per Frank-Wolfe round); ``round1``: one round without Frank-Wolfe;
   ``sft``: the reverse model alone (no objective); ``goal``: the AdvBench request itself;
 - ``sample``: the plain base model asked to write a request that elicits the reply;
+- ``template``: the 9 fixed request templates the SFT pairs were built from (repeat, complete, start with …),
+  filled with the target reply: a probe kit, and the modes the investigator has to find on its own;
 - ``gcg``: nanoGCG on goal + 10-token suffix, stopped at ``GCG_SECONDS`` of wall time per behaviour (set to the
   investigator's measured seconds per behaviour);
 - ``audit-system`` / ``audit-recontrol``: the investigator mixture against the target under a system prompt /
@@ -27,7 +29,8 @@ from typing import Any
 from lmcontrol.settings import ARTIFACTS_DIR
 
 INVESTIGATOR = ARTIFACTS_DIR / "investigator"
-SAMPLES = 12  # K prompts per behaviour
+SAMPLES = 32  # K prompts per behaviour: K scored + K verified = 64 target passes, the per-behaviour budget
+TEMPERATURE = 1.0  # of the proposals (chosen on advbench:val behaviours, see docs/redteam.md)
 MAX_VERIFY_TOKENS = 10  # enough for the target's first 5 words
 GCG_SECONDS = 40.0  # nanoGCG budget per behaviour (~ the investigator's seconds per behaviour, measured);
 # nanoGCG checks it between steps, so its first step always runs (reported seconds can exceed the budget)
@@ -37,7 +40,9 @@ ROUNDS = ("round1", "round2", "round3")
 def _attack_config(seed: int):
     from lmcontrol.redteam.config import AttackConfig
 
-    return AttackConfig(samples=SAMPLES, verify_top=SAMPLES, max_new_tokens=MAX_VERIFY_TOKENS, seed=seed)
+    return AttackConfig(
+        samples=SAMPLES, verify_top=SAMPLES, max_new_tokens=MAX_VERIFY_TOKENS, temperature=TEMPERATURE, seed=seed
+    )
 
 
 _CACHE: dict[str, Any] = {}
@@ -96,7 +101,7 @@ def finalize(results: dict[str, Any], out: Path) -> dict[str, Any]:
         groups,
         summary,
         strat,
-        {"suite": "redteam", "samples": SAMPLES, "gcg_seconds": GCG_SECONDS},
+        {"suite": "redteam", "samples": SAMPLES, "temperature": TEMPERATURE, "gcg_seconds": GCG_SECONDS},
         "Red-team benchmark",
     )
     (out / "redteam.md").write_text("\n".join(report_table(summary)) + "\n\n" + json.dumps(fw, indent=1) + "\n")
@@ -153,6 +158,7 @@ def make_suite():
         BenchMethod("sft", run=_runner("investigator", {"sft": 1.0}), help="SFT reverse model, no objective"),
         BenchMethod("goal", run=_runner("goal"), help="the AdvBench request itself (1 prompt)"),
         BenchMethod("sample", run=_runner("sample"), help="plain model asked to write the request"),
+        BenchMethod("template", run=_runner("template"), help="the SFT data's 9 request templates, filled with y"),
         BenchMethod("gcg", run=_runner("gcg"), help=f"nanoGCG, {GCG_SECONDS:.0f} s per behaviour"),
         BenchMethod("audit-system", run=_runner("investigator", control="system"), help="target + system prompt"),
         BenchMethod(

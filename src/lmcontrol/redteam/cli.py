@@ -83,7 +83,11 @@ def redteam(
     ),
     control: Annotated[list[str] | None, typer.Option(help="Control(s) on the target (the audit), repeatable.")] = None,
     method: Annotated[
-        str, typer.Option(help="investigator, sample (plain model asked), gcg (nanoGCG) or goal (the request itself).")
+        str,
+        typer.Option(
+            help="investigator, sample (plain model asked), gcg (nanoGCG), goal (the request itself) or template "
+            "(the fixed request templates the SFT data was built from)."
+        ),
     ] = "investigator",
     components: Annotated[str | None, typer.Option(help="Investigator adapters to sample, e.g. round1 or sft.")] = None,
     n: Annotated[int | None, typer.Option(help="Attack only the first N behaviours.")] = None,

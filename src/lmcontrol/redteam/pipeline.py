@@ -19,13 +19,14 @@ from lmcontrol.redteam.attack import (
     investigator_proposer,
     plain_proposer,
     run_attack,
+    template_proposer,
 )
 from lmcontrol.redteam.behaviors import Behavior
 from lmcontrol.redteam.config import AttackConfig
 
 log = logging.getLogger(__name__)
 
-METHODS = ("investigator", "sample", "gcg", "goal")
+METHODS = ("investigator", "sample", "gcg", "goal", "template")
 
 
 def parse_components(text: str | None) -> dict[str, float] | None:
@@ -61,6 +62,8 @@ def make_proposer(
         return plain_proposer(inv, config)
     if method == "goal":
         return goal_proposer()
+    if method == "template":
+        return template_proposer()
     if method == "gcg":
         if gcg_seconds <= 0:
             raise LMControlError(f"--gcg-seconds must be > 0, got {gcg_seconds}")
