@@ -160,3 +160,22 @@ def test_atomic_json_and_output_checks(tmp_path):
     with pytest.raises(LMControlError, match="is a file"):
         check_output_path(tmp_path / "deep" / "r.json", directory=True)
     assert sorted(p.name for p in tmp_path.rglob("*")) == ["deep", "r.json"]
+
+
+def test_written_files_get_the_permissions_of_a_plain_write(tmp_path):
+    """Atomic writes go through mkstemp/mkdtemp (0600/0700); what is renamed into place must still be readable
+    like any file the user writes (umask applied), or a shared artifact is private to its writer."""
+    import os
+    import stat
+
+    from lmcontrol.atomic import atomic_write_text
+
+    old = os.umask(0o022)
+    try:
+        out = Head(HeadConfig()).save_pretrained(tmp_path / "a", base_model="m", hidden_size=8)
+        text = atomic_write_text(tmp_path / "t.txt", "hi")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(out.stat().st_mode) == 0o755
+    assert {stat.S_IMODE(p.stat().st_mode) for p in out.iterdir()} == {0o644}
+    assert stat.S_IMODE(text.stat().st_mode) == 0o644

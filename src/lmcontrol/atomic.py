@@ -50,8 +50,15 @@ def _fsync_dir(directory: Path) -> None:
 
 
 def _fsync_tree(root: Path) -> None:
+    """fsync every file below ``root`` and give it the mode a plain write would (some writers, safetensors among
+    them, create files 0600)."""
     for p in sorted(root.rglob("*")):
-        if p.is_file() and not p.is_symlink():
+        if p.is_symlink():
+            continue
+        if p.is_dir():
+            os.chmod(p, 0o777 & ~_UMASK)
+        elif p.is_file():
+            os.chmod(p, 0o666 & ~_UMASK)
             with open(p, "rb") as f:
                 os.fsync(f.fileno())
 
@@ -115,6 +122,23 @@ def fsync_file(f: Any) -> None:
     os.fsync(f.fileno())
 
 
+def _read_umask() -> int:
+    mask = os.umask(0o022)  # os.umask only reports by setting: set, then restore at once (at import, one thread)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _read_umask()
+
+
+def temp_dir_beside(target: Path) -> Path:
+    """A fresh temporary sibling directory of ``target`` with the permissions a plain ``mkdir`` would give
+    (``mkdtemp`` makes it 0700, which would leave a renamed-in artifact unreadable to the rest of a team)."""
+    tmp = Path(tempfile.mkdtemp(prefix=temp_name(target), suffix=".tmp", dir=target.parent))
+    os.chmod(tmp, 0o777 & ~_UMASK)
+    return tmp
+
+
 def atomic_write_bytes(path: str | Path, data: bytes, *, fsync: bool = True) -> Path:
     """Write ``path`` all-or-nothing: a temporary sibling, fsync'd, renamed over ``path``; nothing is left
     behind on any error. An ``OSError`` (directory in the way, no space, read-only) becomes one LMControlError."""
@@ -125,6 +149,7 @@ def atomic_write_bytes(path: str | Path, data: bytes, *, fsync: bool = True) -> 
         if path.is_dir():
             raise IsADirectoryError(21, "is a directory")
         fd, tmp = tempfile.mkstemp(prefix=temp_name(path), suffix=".tmp", dir=path.parent)
+        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp's 0600 would survive the rename
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -199,7 +224,7 @@ def atomic_write_dir(target: Path, fill: Any, keep: tuple[str, ...] = ()) -> Pat
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         sweep_stale_temps(target.parent, target.name)
-        tmp = Path(tempfile.mkdtemp(prefix=temp_name(target), suffix=".tmp", dir=target.parent))
+        tmp = temp_dir_beside(target)
     except OSError as e:
         raise _write_error(target, e) from None
     moved: list[str] = []

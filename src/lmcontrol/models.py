@@ -23,7 +23,6 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -179,7 +178,7 @@ def ensure_embedded_checkpoint() -> Path:
 
     A cache that fails ``verify_cache`` is rebuilt; temporaries left by killed conversions are swept.
     """
-    from lmcontrol.atomic import sweep_stale_temps, temp_name
+    from lmcontrol.atomic import sweep_stale_temps, temp_dir_beside
 
     target = embedded_cache_path()
     sweep_stale_temps(target.parent)
@@ -191,7 +190,7 @@ def ensure_embedded_checkpoint() -> Path:
     log.warning("converting the embedded model's GGUF to a safetensors cache at %s (one time, ~20 s)", target)
     t0 = time.perf_counter()
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=temp_name(target), suffix=".tmp", dir=target.parent))
+    tmp = temp_dir_beside(target)
     try:
         _convert_gguf(tmp)
         write_cache_manifest(tmp)
