@@ -163,19 +163,38 @@ def test_atomic_json_and_output_checks(tmp_path):
 
 
 def test_written_files_get_the_permissions_of_a_plain_write(tmp_path):
-    """Atomic writes go through mkstemp/mkdtemp (0600/0700); what is renamed into place must still be readable
-    like any file the user writes (umask applied), or a shared artifact is private to its writer."""
+    """Atomic writes go through mkstemp/mkdtemp/safetensors (0600/0700); what is renamed into place must be
+    readable like any file the user writes (the umask applied), or a shared artifact is private to its writer."""
     import os
     import stat
 
-    from lmcontrol.atomic import atomic_write_text
+    from lmcontrol.atomic import atomic_save_safetensors, atomic_write_text, current_umask
 
-    old = os.umask(0o022)
-    try:
-        out = Head(HeadConfig()).save_pretrained(tmp_path / "a", base_model="m", hidden_size=8)
-        text = atomic_write_text(tmp_path / "t.txt", "hi")
-    finally:
-        os.umask(old)
-    assert stat.S_IMODE(out.stat().st_mode) == 0o755
-    assert {stat.S_IMODE(p.stat().st_mode) for p in out.iterdir()} == {0o644}
-    assert stat.S_IMODE(text.stat().st_mode) == 0o644
+    mask = current_umask()
+    assert mask == os.umask(mask)  # read without changing it
+    out = Head(HeadConfig()).save_pretrained(tmp_path / "a", base_model="m", hidden_size=8)
+    text = atomic_write_text(tmp_path / "t.txt", "hi")
+    st = atomic_save_safetensors({"x": torch.zeros(2)}, tmp_path / "x.safetensors")
+    assert stat.S_IMODE(out.stat().st_mode) == 0o777 & ~mask
+    assert {stat.S_IMODE(p.stat().st_mode) for p in [*out.iterdir(), text, st]} == {0o666 & ~mask}
+
+
+def test_extra_files_beside_the_weights_are_checksummed(tmp_path):
+    from lmcontrol.artifacts import read_artifact_file
+
+    out = Head(HeadConfig()).save_pretrained(
+        tmp_path / "a", base_model="m", hidden_size=8, files={"vocab.json": '["a", "b"]'}, extra={"n": list(range(99))}
+    )
+    assert (out / "vocab.json").read_text() == '["a", "b"]'
+    assert read_artifact_file(out, "vocab.json") == '["a", "b"]' and read_artifact_file(out, "other.txt") is None
+    card = (out / "README.md").read_text()
+    assert "`vocab.json`" in card and "(99 items; all in config.json)" in card and "98" not in card
+    (out / "vocab.json").write_text('["a", "c"]')
+    with pytest.raises(ArtifactError, match="vocab.json does not match the sha256"):
+        read_artifact_file(out, "vocab.json")
+    (out / "vocab.json").unlink()
+    with pytest.raises(ArtifactError, match="vocab.json is missing"):
+        read_artifact_file(out, "vocab.json")
+    for bad in ("../x", "config.json", ".hidden"):
+        with pytest.raises(ArtifactError, match="bad extra file name"):
+            Head(HeadConfig()).save_pretrained(tmp_path / "b", base_model="m", hidden_size=8, files={bad: "x"})

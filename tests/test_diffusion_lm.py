@@ -227,8 +227,15 @@ def test_template_shapes(tiny: DiffusionLM) -> None:
 
 def test_artifact_round_trip(tiny: DiffusionLM, tmp_path: Path) -> None:
     tiny.save_with_vocab(tmp_path / "m", command="test", half=False)
+    assert (tmp_path / "m" / "vocab.json").is_file() and "START" not in (tmp_path / "m" / "README.md").read_text()
     back = DiffusionLM.load(tmp_path / "m")
     assert back.vocab is not None and back.vocab.words == tiny.vocab.words
+    # artifacts written before vocab.json kept the words in config.json's extra: they still load
+    tiny.save_pretrained(tmp_path / "old", hidden_size=8, extra={"vocab": tiny.vocab.words}, half=False)
+    assert DiffusionLM.load(tmp_path / "old").vocab.words == tiny.vocab.words
+    tiny.save_pretrained(tmp_path / "none", hidden_size=8, half=False)
+    with pytest.raises(LMControlError, match="vocabulary is missing"):
+        DiffusionLM.load(tmp_path / "none")
     x = torch.randn(1, 16, 8)
     t = torch.tensor([3])
     with torch.no_grad():

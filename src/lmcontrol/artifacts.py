@@ -28,12 +28,13 @@ import datetime as _dt
 import json
 import logging
 import os
+import re
 import shlex
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StringConstraints, ValidationError
 
 from lmcontrol import LMControlError, __version__
 from lmcontrol.atomic import _json_default
@@ -59,6 +60,8 @@ FORMAT_VERSION = 1
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 CARD_NAME = "README.md"
+RESERVED_NAMES = frozenset({"model.safetensors", "config.json", "README.md", "checkpoint"})
+FILE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")  # a plain file name: no path, no hidden file
 MAX_CONFIG_BYTES = 16 * 1024 * 1024  # a config is metadata: the largest committed one is 16 kB
 
 
@@ -87,6 +90,7 @@ class ArtifactMeta:
     lmcontrol_version: str = __version__
     created: str = ""
     weights_sha256: str | None = None  # of model.safetensors; verified on load (absent in pre-checksum artifacts)
+    files: dict[str, str] = dataclasses.field(default_factory=dict)  # extra file name -> sha256, beside the weights
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=False, default=_json_default)
@@ -128,6 +132,7 @@ def save_artifact(
     extra: dict[str, Any] | None = None,
     description: str = "",
     half: bool = True,
+    files: dict[str, str] | None = None,
 ) -> Path:
     """Write an artifact directory atomically and return its path.
 
@@ -144,8 +149,16 @@ def save_artifact(
         extra: anything else worth keeping (kept in config.json, shown on the card).
         description: a paragraph for the card.
         half: store floating tensors as fp16.
+        files: extra text files written beside the weights (name -> content, e.g. a vocabulary as
+            ``vocab.json``); their sha256 goes into ``config.json`` and ``read_artifact_file`` checks it.
     """
     from safetensors.torch import save_file
+
+    files = dict(files or {})
+    for name in files:
+        if not FILE_NAME_RE.match(name) or name in RESERVED_NAMES:
+            raise ArtifactError(f"bad extra file name {name!r} for {path} (a plain file name other than "
+                                f"{', '.join(sorted(RESERVED_NAMES))})")  # fmt: skip
 
     meta = ArtifactMeta(
         kind=kind,
@@ -176,6 +189,9 @@ def save_artifact(
             prepared, str(tmp / WEIGHTS_NAME), metadata={"kind": kind, "format_version": str(FORMAT_VERSION)}
         )
         meta.weights_sha256 = sha256_file(tmp / WEIGHTS_NAME)
+        for name, text in files.items():
+            (tmp / name).write_text(text, encoding="utf-8")
+            meta.files[name] = sha256_file(tmp / name)
         (tmp / CONFIG_NAME).write_text(meta.to_json() + "\n")
         (tmp / CARD_NAME).write_text(render_card(meta, prepared, description))
 
@@ -197,6 +213,8 @@ def render_card(meta: ArtifactMeta, tensors: dict[str, Any], description: str = 
     ]
     if meta.data:
         lines.append(f"- data: {meta.data}")
+    if meta.files:
+        lines.append("- files beside the weights: " + ", ".join(f"`{name}`" for name in meta.files))
     if meta.command:
         lines += ["", "## Reproduce", "", "```", meta.command, "```"]
     if meta.metrics:
@@ -217,8 +235,16 @@ def render_card(meta: ArtifactMeta, tensors: dict[str, Any], description: str = 
     return "\n".join(lines) + "\n"
 
 
+CARD_LIST_ITEMS = 24  # longer lists are cut on the card (config.json keeps them whole)
+
+
 def _fmt(v: Any) -> str:
-    return f"{v:.4g}" if isinstance(v, float) else str(v)
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    if isinstance(v, list | tuple) and len(v) > CARD_LIST_ITEMS:
+        head = ", ".join(_fmt(x) for x in v[:8])
+        return f"[{head}, …] ({len(v)} items; all in {CONFIG_NAME})"
+    return str(v)
 
 
 class ExtraSchema(BaseModel):
@@ -232,6 +258,9 @@ class ExtraSchema(BaseModel):
     scale: float | None = Field(default=None, allow_inf_nan=False)
     prompt_name: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_-]{1,64}$")  # names a packaged file
     vocab: list[str] | None = None
+
+
+Sha256 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
 
 
 class ArtifactSchema(BaseModel):
@@ -250,7 +279,8 @@ class ArtifactSchema(BaseModel):
     format_version: StrictInt = Field(default=FORMAT_VERSION, ge=1)
     lmcontrol_version: str = __version__
     created: str = ""
-    weights_sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
+    weights_sha256: Sha256 | None = None
+    files: dict[Annotated[str, StringConstraints(pattern=FILE_NAME_RE.pattern)], Sha256] = {}
 
 
 def pydantic_reason(err: ValidationError) -> str:
@@ -352,6 +382,24 @@ def load_artifact(
     return meta, {k: v.float() for k, v in tensors.items()}
 
 
+def read_artifact_file(path: str | Path, name: str, meta: ArtifactMeta | None = None) -> str | None:
+    """The text of extra file ``name`` saved beside the weights (``save_artifact(files=...)``), its sha256
+    checked against ``config.json``; None if the artifact has no such file."""
+    path = Path(path)
+    meta = meta if meta is not None else read_meta(path)
+    if name not in meta.files:
+        return None
+    file = path / name
+    if not file.is_file():
+        raise corrupt(path, f"{name} is missing")
+    if sha256_file(file) != meta.files[name]:
+        raise corrupt(path, f"{name} does not match the sha256 in {CONFIG_NAME} (changed or truncated)")
+    try:
+        return file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise corrupt(path, f"cannot read {name} ({_first_line(e)})") from None
+
+
 C = TypeVar("C")
 M = TypeVar("M", bound="PretrainedMixin")
 
@@ -425,32 +473,22 @@ class PretrainedMixin:
     base_hidden_size: int | None = None
     meta: ArtifactMeta | None = None
 
-    def save_pretrained(
-        self,
-        path: str | Path,
-        *,
-        base_model: str | None = None,
-        hidden_size: int | None = None,
-        command: str | None = None,
-        data: str | None = None,
-        metrics: dict[str, Any] | None = None,
-        extra: dict[str, Any] | None = None,
-        description: str = "",
-        half: bool = True,
-    ) -> Path:
+    def save_pretrained(self, path: str | Path, **kwargs: Any) -> Path:
+        """``save_artifact`` of this module: its kind, weights and config; ``base_model`` / ``hidden_size``
+        default to the instance's provenance; every other keyword (``command``, ``data``, ``metrics``,
+        ``extra``, ``files``, ``description``, ``half``) goes to ``save_artifact`` as it is."""
+        if not kwargs.get("description"):
+            kwargs["description"] = (self.__doc__ or "").strip().split("\n")[0]
+        if kwargs.get("base_model") is None:
+            kwargs["base_model"] = self.base_model
+        if kwargs.get("hidden_size") is None:
+            kwargs["hidden_size"] = self.base_hidden_size
         return save_artifact(
             path,
             kind=self.artifact_kind,
             tensors=self.state_dict(),  # type: ignore[attr-defined]
-            base_model=base_model if base_model is not None else self.base_model,
-            hidden_size=hidden_size if hidden_size is not None else self.base_hidden_size,
             config=dataclasses.asdict(self.config),  # type: ignore[attr-defined]
-            command=command,
-            data=data,
-            metrics=metrics,
-            extra=extra,
-            description=description or (self.__doc__ or "").strip().split("\n")[0],
-            half=half,
+            **kwargs,
         )
 
     @classmethod

@@ -50,15 +50,8 @@ def _fsync_dir(directory: Path) -> None:
 
 
 def _fsync_tree(root: Path) -> None:
-    """fsync every file below ``root`` and give it the mode a plain write would (some writers, safetensors among
-    them, create files 0600)."""
     for p in sorted(root.rglob("*")):
-        if p.is_symlink():
-            continue
-        if p.is_dir():
-            os.chmod(p, 0o777 & ~_UMASK)
-        elif p.is_file():
-            os.chmod(p, 0o666 & ~_UMASK)
+        if p.is_file() and not p.is_symlink():
             with open(p, "rb") as f:
                 os.fsync(f.fileno())
 
@@ -122,21 +115,41 @@ def fsync_file(f: Any) -> None:
     os.fsync(f.fileno())
 
 
-def _read_umask() -> int:
-    mask = os.umask(0o022)  # os.umask only reports by setting: set, then restore at once (at import, one thread)
+def current_umask() -> int:
+    """The process umask, read without changing it (Linux ``/proc``); elsewhere set-and-restore, which is racy
+    between threads only for that instant."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o077)  # the strictest value while we look, so a racing writer errs on the private side
     os.umask(mask)
     return mask
 
 
-_UMASK = _read_umask()
+def plain_mode(path: str | Path, *, directory: bool = False) -> None:
+    """Give ``path`` the mode a plain ``open``/``mkdir`` would (0666/0777 minus the umask). mkstemp, mkdtemp and
+    safetensors create 0600/0700, which a rename would carry into place, leaving an artifact private to its writer.
+    Best effort: a file system that refuses chmod (some FUSE/CIFS mounts) keeps what it has."""
+    try:
+        os.chmod(path, (0o777 if directory else 0o666) & ~current_umask())
+    except OSError:
+        pass
+
+
+def normalize_modes(root: Path) -> None:
+    """``plain_mode`` for ``root`` and everything below it (symlinks untouched)."""
+    plain_mode(root, directory=True)
+    for p in root.rglob("*"):
+        if not p.is_symlink():
+            plain_mode(p, directory=p.is_dir())
 
 
 def temp_dir_beside(target: Path) -> Path:
-    """A fresh temporary sibling directory of ``target`` with the permissions a plain ``mkdir`` would give
-    (``mkdtemp`` makes it 0700, which would leave a renamed-in artifact unreadable to the rest of a team)."""
-    tmp = Path(tempfile.mkdtemp(prefix=temp_name(target), suffix=".tmp", dir=target.parent))
-    os.chmod(tmp, 0o777 & ~_UMASK)
-    return tmp
+    """A fresh temporary sibling directory of ``target`` (``.NAME.PID.*.tmp``, swept when stale)."""
+    return Path(tempfile.mkdtemp(prefix=temp_name(target), suffix=".tmp", dir=target.parent))
 
 
 def atomic_write_bytes(path: str | Path, data: bytes, *, fsync: bool = True) -> Path:
@@ -149,7 +162,7 @@ def atomic_write_bytes(path: str | Path, data: bytes, *, fsync: bool = True) -> 
         if path.is_dir():
             raise IsADirectoryError(21, "is a directory")
         fd, tmp = tempfile.mkstemp(prefix=temp_name(path), suffix=".tmp", dir=path.parent)
-        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp's 0600 would survive the rename
+        plain_mode(tmp)  # mkstemp's 0600 would survive the rename
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -165,6 +178,14 @@ def atomic_write_bytes(path: str | Path, data: bytes, *, fsync: bool = True) -> 
         if tmp is not None:
             Path(tmp).unlink(missing_ok=True)
     return path
+
+
+def atomic_save_safetensors(tensors: dict[str, Any], path: str | Path, metadata: dict[str, str] | None = None) -> Path:
+    """``safetensors.torch.save_file``, but atomic and with a plain write's permissions (see
+    ``atomic_write_bytes``): a checkpoint or cache interrupted mid-write is never left half-written."""
+    from safetensors.torch import save
+
+    return atomic_write_bytes(path, save(tensors, metadata=metadata))
 
 
 def atomic_write_text(path: str | Path, text: str, *, fsync: bool = True) -> Path:
@@ -230,6 +251,7 @@ def atomic_write_dir(target: Path, fill: Any, keep: tuple[str, ...] = ()) -> Pat
     moved: list[str] = []
     try:
         fill(tmp)
+        normalize_modes(tmp)
         _fsync_tree(tmp)
         for name in keep:
             if (target / name).is_dir() and not (tmp / name).exists():

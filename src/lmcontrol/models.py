@@ -178,7 +178,7 @@ def ensure_embedded_checkpoint() -> Path:
 
     A cache that fails ``verify_cache`` is rebuilt; temporaries left by killed conversions are swept.
     """
-    from lmcontrol.atomic import sweep_stale_temps, temp_dir_beside
+    from lmcontrol.atomic import normalize_modes, sweep_stale_temps, temp_dir_beside
 
     target = embedded_cache_path()
     sweep_stale_temps(target.parent)
@@ -194,6 +194,7 @@ def ensure_embedded_checkpoint() -> Path:
     try:
         _convert_gguf(tmp)
         write_cache_manifest(tmp)
+        normalize_modes(tmp)
         if target.exists():
             if verify_cache(target) is None:  # another process finished first
                 shutil.rmtree(tmp, ignore_errors=True)

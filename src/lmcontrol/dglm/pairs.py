@@ -122,37 +122,32 @@ def build_pairs(
                 part = parts["heldout" if held else "train"]
                 part["ids"].append(w)
                 part["src"].append(source)
+    from safetensors.torch import save_file
+
+    from lmcontrol.atomic import atomic_write_dir
     from lmcontrol.eval.embeddings import embed
 
-    tmp = folder.with_name(folder.name + ".tmp")
-    tmp.mkdir(parents=True, exist_ok=True)
-    meta: dict[str, dict[str, list[str]]] = {}
-    for split, part in parts.items():
-        if not part["ids"]:
-            raise LMControlError(f"no {split} text windows of {prefix_tokens + cont_tokens} tokens in {sources}")
-        ids = torch.tensor(part["ids"])  # (N, 64)
-        p_text = tok.batch_decode(ids[:, :prefix_tokens])
-        c_text = tok.batch_decode(ids[:, prefix_tokens:])
-        p_emb = torch.from_numpy(embed(p_text, encoder, progress=f"embedding {split} prefixes"))
-        c_emb = torch.from_numpy(embed(c_text, encoder, progress=f"embedding {split} continuations"))
-        from safetensors.torch import save_file
-
-        save_file(
-            {
+    def fill(tmp: Path) -> None:  # written into a temporary directory, swapped in whole (atomic_write_dir)
+        meta: dict[str, dict[str, list[str]]] = {}
+        for split, part in parts.items():
+            if not part["ids"]:
+                raise LMControlError(f"no {split} text windows of {prefix_tokens + cont_tokens} tokens in {sources}")
+            ids = torch.tensor(part["ids"])  # (N, 64)
+            p_text = tok.batch_decode(ids[:, :prefix_tokens])
+            c_text = tok.batch_decode(ids[:, prefix_tokens:])
+            p_emb = torch.from_numpy(embed(p_text, encoder, progress=f"embedding {split} prefixes"))
+            c_emb = torch.from_numpy(embed(c_text, encoder, progress=f"embedding {split} continuations"))
+            tensors = {
                 "prefix_ids": ids[:, :prefix_tokens].contiguous(),
                 "cont_ids": ids[:, prefix_tokens:].contiguous(),
                 "prefix_emb": p_emb,
                 "cont_emb": c_emb,
-            },
-            str(tmp / f"{split}.safetensors"),
-        )
-        meta[split] = {"prefix_text": p_text, "cont_text": c_text, "source": part["src"]}
-    (tmp / "pairs.json").write_text(json.dumps(meta))
-    if folder.exists():
-        import shutil
+            }
+            save_file(tensors, str(tmp / f"{split}.safetensors"))
+            meta[split] = {"prefix_text": p_text, "cont_text": c_text, "source": part["src"]}
+        (tmp / "pairs.json").write_text(json.dumps(meta))
 
-        shutil.rmtree(folder)
-    tmp.rename(folder)
+    atomic_write_dir(folder, fill)
     return _load(folder, "train"), _load(folder, "heldout")
 
 

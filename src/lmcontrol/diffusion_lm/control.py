@@ -107,11 +107,13 @@ class DiffusionClassifierScorer:
         texts = [
             " ".join(w if d or not w else [*w[:-1], self.completion(w[-1])]) for w, d in zip(words, done, strict=True)
         ]
-        ids = torch.tensor([self.vocab.encode(text, L) for text in texts])  # (N, L)
+        dev = self.model.word_embedding.weight.device  # the classifiers' device; scores go back to the caller's
+        out_device, final = final.device, final.to(dev)
+        ids = torch.tensor([self.vocab.encode(text, L) for text in texts], device=dev)  # (N, L)
         x0 = self.model.embed(ids)  # (N, L, d) clean latents
-        t = torch.zeros(ids.shape[0], dtype=torch.long)
-        n = torch.tensor([min(len(w), L - 2) for w in words])  # (N,) words kept by encode
-        score = torch.zeros(ids.shape[0])
+        t = torch.zeros(ids.shape[0], dtype=torch.long, device=dev)
+        n = torch.tensor([min(len(w), L - 2) for w in words], device=dev)  # (N,) words kept by encode
+        score = torch.zeros(ids.shape[0], device=dev)
         if self.attr is not None or self.pos is not None:
             attr_logits, pos_logits = self.classifier(x0, t)
             if self.attr is not None:
@@ -119,8 +121,9 @@ class DiffusionClassifierScorer:
                 score += torch.log_softmax(attr_logits[f], dim=-1)[:, v]
             if self.pos is not None:
                 logp = torch.log_softmax(pos_logits, dim=-1)  # (N, L, n_tags)
-                per_pos = logp.gather(-1, self.pos.expand(ids.shape[0], -1)[..., None]).squeeze(-1)  # (N, L)
-                pos_idx = torch.arange(L)
+                tags = self.pos.to(dev).expand(ids.shape[0], -1)
+                per_pos = logp.gather(-1, tags[..., None]).squeeze(-1)  # (N, L)
+                pos_idx = torch.arange(L, device=dev)
                 upto = n + final.long()  # words, plus the END position for a finished candidate
                 keep = (pos_idx[None] >= 1) & (pos_idx[None] <= upto[:, None])  # (N, L)
                 score += (per_pos * keep).sum(-1)
@@ -128,11 +131,11 @@ class DiffusionClassifierScorer:
             p, q = self.span[0] + 1, self.span[1] + 1
             score += nn.functional.logsigmoid(self.span_classifier.span_logits(x0, t)[:, p, q])
         if self.target.length is not None:
-            n_words = torch.tensor([len(w) for w in words])
+            n_words = torch.tensor([len(w) for w in words], device=dev)
             too_long = n_words > self.target.length
             early_end = final & (n_words != self.target.length)
             score = score + NEG * (too_long | early_end).float()
-        return score
+        return score.to(out_device)
 
 
 class FudgeControl(TopKRescoring):

@@ -22,6 +22,7 @@ from lmcontrol.diffusion_lm.config import DiffusionLMConfig
 from lmcontrol.diffusion_lm.vocab import SPECIALS, Vocab
 
 ARTIFACT_KIND = "diffusion_lm.model"
+VOCAB_FILE = "vocab.json"  # the word list, beside the weights
 
 
 def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
@@ -141,23 +142,34 @@ class DiffusionLM(PretrainedMixin, nn.Module):
 
     # --- artifacts ----------------------------------------------------------------------------------
     def save_with_vocab(self, path: str | Path, **kwargs: Any) -> Path:
-        """``save_pretrained`` with the vocabulary stored as ``extra["vocab"]`` (a JSON list)."""
+        """``save_pretrained`` with the vocabulary as ``vocab.json`` (a JSON list of words) beside the weights."""
+        import json
+
         if self.vocab is None:
             raise RuntimeError("attach a vocabulary before saving")
-        extra = {**kwargs.pop("extra", {}), "vocab": self.vocab.words}
+        files = {**kwargs.pop("files", {}), VOCAB_FILE: json.dumps(self.vocab.words, ensure_ascii=False)}
         return self.save_pretrained(
-            path, base_model=None, hidden_size=self.config.embed_dim, extra=extra, **kwargs
+            path, base_model=None, hidden_size=self.config.embed_dim, files=files, **kwargs
         )
 
     @classmethod
     def load(cls, path: str | Path) -> DiffusionLM:
-        """Load an artifact written by ``save_with_vocab`` (model in eval mode, vocabulary attached)."""
-        from lmcontrol.artifacts import ArtifactError
+        """Load an artifact written by ``save_with_vocab`` (model in eval mode, vocabulary attached); artifacts
+        from before ``vocab.json`` keep the vocabulary in ``extra["vocab"]``."""
+        import json
+
+        from lmcontrol.artifacts import ArtifactError, read_artifact_file
 
         model = cls.from_pretrained(path)
-        words = (model.meta.extra if model.meta else {}).get("vocab")
-        if not isinstance(words, list) or len(words) != model.config.vocab_size:
-            raise ArtifactError(f"artifact {path} is corrupt: extra.vocab missing or of the wrong size")
+        text = read_artifact_file(path, VOCAB_FILE, model.meta)
+        try:
+            words = json.loads(text) if text is not None else (model.meta.extra if model.meta else {}).get("vocab")
+        except ValueError:
+            words = None
+        if not isinstance(words, list) or len(words) != model.config.vocab_size or not all(
+            isinstance(w, str) for w in words
+        ):
+            raise ArtifactError(f"artifact {path} is corrupt: its vocabulary is missing or of the wrong size")
         model.vocab = Vocab(words)
         return model
 

@@ -101,7 +101,8 @@ class DiffusionLMPipeline:
         frozen = None
         denoiser = self.model.denoiser(clamp=clamp)
         if fixed is not None:
-            ids, frozen = fixed[0].expand(n, L), fixed[1].expand(n, L)  # (n, L)
+            device = self.model.word_embedding.weight.device
+            ids, frozen = fixed[0].to(device).expand(n, L), fixed[1].to(device).expand(n, L)  # (n, L)
             denoiser = self.model.denoiser(clamp=clamp, known_x0=self.model.embed(ids), mask=frozen)
         objective = compose(*objectives) if objectives else None
         return denoiser, objective, frozen

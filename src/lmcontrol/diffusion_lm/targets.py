@@ -43,7 +43,8 @@ def pos_objective(clf: LatentClassifier, tags: Sequence[str], seq_len: int) -> O
 
     def objective(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         logp = torch.log_softmax(clf(x, t)[1], dim=-1)  # (B, L, n_tags)
-        return logp.gather(-1, target.expand(x.shape[0], -1)[..., None]).squeeze(-1).sum(-1)
+        tags = target.to(x.device).expand(x.shape[0], -1)  # (B, L), on the latents' device
+        return logp.gather(-1, tags[..., None]).squeeze(-1).sum(-1)
 
     return objective
 

@@ -10,7 +10,7 @@ import dataclasses
 import logging
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
@@ -45,9 +45,9 @@ CURVE_EVERY = 500  # steps between the loss-curve points kept in the artifact
 
 
 def plot_losses(
-    losses: list[float], log_every: int, path: Path, title: str, before: tuple[int, list[float]] | None = None
+    losses: list[float], log_every: int, path: Path, title: str, before: ParentCurve | None = None
 ) -> None:
-    """Save a loss-curve PNG (log-scale y); ``before`` = (every, losses) of the run this one continued."""
+    """Save a loss-curve PNG (log-scale y); ``before`` = the curve of the run this one continued."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -56,9 +56,8 @@ def plot_losses(
     fig, ax = plt.subplots(figsize=(6, 3.5))
     start = 0
     if before is not None:
-        every, prev = before
-        ax.plot([(i + 1) * every for i in range(len(prev))], prev, label="initial run")
-        start = every * len(prev)
+        ax.plot(before.steps, before.losses, label="initial run")
+        start = before.total_steps
         ax.axvline(start, color="grey", lw=0.8, ls=":")
     ax.plot([start + (i + 1) * log_every for i in range(len(losses))], losses,
             label="continued (--init-from)" if before else None)  # fmt: skip
@@ -110,6 +109,7 @@ def train_diffusion_lm(
     valid_ids = encode_corpus(_valid_texts(), vocab, config.seq_len)[:512]
     torch.manual_seed(settings.seed)
     model = _initial_model(config, settings, vocab)
+    before = _parent_curve(settings.init_from)  # read now: the parent may be gone by the end of a long run
     log.warning(
         "diffusion-lm: %d parameters, vocab %d, %d sentences", model.num_parameters(), len(vocab), len(ids)
     )
@@ -157,7 +157,6 @@ def train_diffusion_lm(
     }
     every = max(CURVE_EVERY // settings.log_every, 1)
     curve = [round(x, 4) for x in result.losses][every - 1 :: every]  # one point per CURVE_EVERY steps
-    before = _parent_curve(settings.init_from)
     if figure is not None:
         plot_losses(result.losses, settings.log_every, figure, "Diffusion-LM on E2E: training loss", before)
     model.save_with_vocab(
@@ -168,7 +167,8 @@ def train_diffusion_lm(
             "train_settings": dataclasses.asdict(settings),
             "loss_curve_every": every * settings.log_every,
             "loss_curve": curve,
-            **({"init_loss_curve_every": before[0], "init_loss_curve": before[1]} if before else {}),
+            "total_steps": result.steps + (before.total_steps if before else 0),
+            **({"init_loss_curve_steps": before.steps, "init_loss_curve": before.losses} if before else {}),
             "loss_figure": str(figure) if figure else None,
         },
         description=(
@@ -180,17 +180,30 @@ def train_diffusion_lm(
     return metrics
 
 
-def _parent_curve(init_from: str) -> tuple[int, list[float]] | None:
-    """(every, losses) stored in the artifact a run continued from (older artifacts: every 500 steps)."""
+class ParentCurve(NamedTuple):
+    """The training curve of the artifact a run continued from."""
+
+    steps: list[int]  # the step each loss was logged at
+    losses: list[float]
+    total_steps: int  # steps behind the parent artifact (its own continuations included)
+
+
+def _parent_curve(init_from: str) -> ParentCurve | None:
+    """The loss curve stored in the artifact a run continues from (None for a fresh run or no curve)."""
     if not init_from:
         return None
     from lmcontrol.artifacts import read_meta
 
-    extra = read_meta(init_from).extra or {}
+    meta = read_meta(init_from)
+    extra, metrics = meta.extra or {}, meta.metrics or {}
+    total = int(extra.get("total_steps", metrics.get("steps", 0)))
     if "loss_curve" in extra:
-        return int(extra["loss_curve_every"]), list(extra["loss_curve"])
-    if "loss_curve_every_50_steps" in extra:  # the first artifacts: every 10th of the per-50-step losses
-        return CURVE_EVERY, list(extra["loss_curve_every_50_steps"])
+        every, losses = int(extra["loss_curve_every"]), list(extra["loss_curve"])
+        steps = [total - every * (len(losses) - 1 - i) for i in range(len(losses))]  # the last point ends the run
+        return ParentCurve(steps, losses, total)
+    if "loss_curve_every_50_steps" in extra:  # the first artifacts kept losses[::10] of a per-50-step log
+        losses = list(extra["loss_curve_every_50_steps"])
+        return ParentCurve([50 + 500 * i for i in range(len(losses))], losses, total)
     return None
 
 
@@ -215,15 +228,18 @@ def _initial_model(config: DiffusionLMConfig, settings: DiffusionTrainSettings, 
             f"--init-from {settings.init_from}: its vocabulary differs from the one built here (min_count "
             f"{settings.min_count}); continue with the min_count it was trained with"
         )
-    ours = dataclasses.replace(config, dropout=model.config.dropout)
-    if model.config != ours:
-        diff = {k: (getattr(model.config, k), getattr(ours, k)) for k in dataclasses.asdict(ours)
-                if getattr(model.config, k) != getattr(ours, k)}  # fmt: skip
+    theirs = dataclasses.replace(model.config, dropout=config.dropout)  # dropout may change; nothing else
+    if theirs != config:
+        diff = {k: (getattr(theirs, k), getattr(config, k)) for k in dataclasses.asdict(config)
+                if getattr(theirs, k) != getattr(config, k)}  # fmt: skip
         raise LMControlError(
             f"--init-from {settings.init_from} has a different shape: "
             + ", ".join(f"{k}={a} (asked {b})" for k, (a, b) in diff.items())
         )
-    model = model.float().train()
+    parent = model
+    model = DiffusionLM(config)  # the asked-for config (its dropout), the parent's weights
+    model.load_state_dict(parent.state_dict())
+    model.vocab, model.meta = parent.vocab, None
     if settings.freeze_embeddings:
         model.word_embedding.weight.requires_grad_(False)
     return model

@@ -134,8 +134,7 @@ def collect_rollouts(
         reward: optional ``(name, fn)`` to label responses right away.
         shard_prompts: prompts per shard (a shard is the unit of resume).
     """
-    from safetensors.torch import save_file
-
+    from lmcontrol.atomic import atomic_save_safetensors
     from lmcontrol.generation import GenerationConfig, generate
 
     out = Path(out)
@@ -174,7 +173,7 @@ def collect_rollouts(
             ):
                 r["rewards"][name] = float(v)
         lengths = torch.tensor([0] + [int(x.shape[0]) for x in states])
-        save_file({"states": torch.cat(states).contiguous(), "offsets": lengths.cumsum(0)}, str(st_path))
+        atomic_save_safetensors({"states": torch.cat(states).contiguous(), "offsets": lengths.cumsum(0)}, st_path)
         _write_json(js_path, {**meta, "rows": rows})
         log.info("rollout shard %d/%d written (%d rows)", s + 1, n_shards, len(rows))
     return out

@@ -61,12 +61,11 @@ def _phase_dir(out: Path, phase: str) -> Path:
 
 def _save_adapter(inv: Investigator, out: Path, phase: str) -> None:
     from peft import get_peft_model_state_dict
-    from safetensors.torch import save_file
+
+    from lmcontrol.atomic import atomic_save_safetensors
 
     state = {k: v.detach().contiguous() for k, v in get_peft_model_state_dict(inv.peft, adapter_name=phase).items()}
-    tmp = out / STATE_DIR / f".{phase}.safetensors.tmp"
-    save_file(state, str(tmp))
-    tmp.replace(out / STATE_DIR / f"{phase}.safetensors")
+    atomic_save_safetensors(state, out / STATE_DIR / f"{phase}.safetensors")
 
 
 def _load_adapter(inv: Investigator, out: Path, phase: str) -> None:
