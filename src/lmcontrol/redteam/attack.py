@@ -202,12 +202,10 @@ def template_proposer() -> Proposer:
     """Reference: the fixed request templates the SFT pairs were built from (``sft_data.TEMPLATES``: repeat, say
     exactly, continue, complete, start your reply with …), filled with the behaviour's reply, as a probe kit such as
     garak's would; the investigator learns these modes from data instead of being given them."""
-    from lmcontrol.redteam.sft_data import TEMPLATES
+    from lmcontrol.redteam.sft_data import TEMPLATES, fill_template
 
     def propose(behavior: Behavior, k: int, seed: int, around: list[str]) -> list[str]:
-        y = behavior.condition
-        head = " ".join(y.split()[:7])
-        return [t.format(s=y, h=head) for t in TEMPLATES if t != "{s}"][:k]
+        return [fill_template(t, behavior.condition, 7) for t in TEMPLATES if t != "{s}"][:k]
 
     return propose
 

@@ -11,7 +11,7 @@ Methods (same K prompts per behaviour unless noted):
   wrote it, which gives the clusters per Frank-Wolfe round); ``round1``: one round without Frank-Wolfe;
   ``sft``: the reverse model alone (no objective); ``goal``: the AdvBench request itself;
 - ``sample``: the plain base model asked to write a request that elicits the reply;
-- ``template``: the 9 fixed request templates the SFT pairs were built from (repeat, complete, start with …),
+- ``template``: the fixed request templates the SFT pairs were built from (repeat, complete, start with …),
   filled with the target reply: a probe kit, and the modes the investigator has to find on its own;
 - ``gcg``: nanoGCG on goal + 10-token suffix, stopped at ``GCG_SECONDS`` of wall time per behaviour (set to the
   investigator's measured seconds per behaviour);
@@ -158,7 +158,7 @@ def make_suite():
         BenchMethod("sft", run=_runner("investigator", {"sft": 1.0}), help="SFT reverse model, no objective"),
         BenchMethod("goal", run=_runner("goal"), help="the AdvBench request itself (1 prompt)"),
         BenchMethod("sample", run=_runner("sample"), help="plain model asked to write the request"),
-        BenchMethod("template", run=_runner("template"), help="the SFT data's 9 request templates, filled with y"),
+        BenchMethod("template", run=_runner("template"), help="the SFT data's request templates, filled with y"),
         BenchMethod("gcg", run=_runner("gcg"), help=f"nanoGCG, {GCG_SECONDS:.0f} s per behaviour"),
         BenchMethod("audit-system", run=_runner("investigator", control="system"), help="target + system prompt"),
         BenchMethod(

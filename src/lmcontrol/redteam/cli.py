@@ -9,10 +9,14 @@ from typing import Annotated
 import typer
 
 from lmcontrol import LMControlError
-from lmcontrol.cli.config_options import Model, config_options
+from lmcontrol.cli.config_options import config_options
 from lmcontrol.redteam.config import AttackConfig, InvestigatorConfig, ObjectiveConfig, SFTDataConfig, SFTTrainConfig
 
 log = logging.getLogger(__name__)
+
+TargetModel = Annotated[
+    str | None, typer.Option("--model", help="Target LM, also the investigator's base (default: SmolLM2-135M).")
+]
 
 
 def _behaviors(spec: str, n: int | None):
@@ -47,7 +51,7 @@ def train_investigator(
     behaviors: Annotated[
         str, typer.Option(help="Behaviours for the objective: FILE or advbench:train.")
     ] = "advbench:train",
-    model: Model = None,
+    model: TargetModel = None,
     threads: Annotated[int, typer.Option(help="torch CPU threads.")] = 1,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from OUT/checkpoint.")] = False,
 ) -> None:
@@ -92,7 +96,7 @@ def redteam(
     components: Annotated[str | None, typer.Option(help="Investigator adapters to sample, e.g. round1 or sft.")] = None,
     n: Annotated[int | None, typer.Option(help="Attack only the first N behaviours.")] = None,
     gcg_seconds: Annotated[float, typer.Option(help="nanoGCG wall-time budget per behaviour.")] = 30.0,
-    model: Model = None,
+    model: TargetModel = None,
     threads: Annotated[int, typer.Option(help="torch CPU threads.")] = 1,
 ) -> None:
     """Attack behaviours: sample prompts, score log p(y|x), verify by the greedy reply, cluster strategies."""

@@ -98,7 +98,7 @@ class ObjectiveConfig:
     behaviors_per_step: int = 2  # behaviours per policy update
     samples_per_behavior: int = 4  # prompts sampled per behaviour per update (>= 2)
     lr: float = 5e-4  # learning rate of the rounds
-    objective: str = "reinforce"  # reinforce (leave-one-out baseline) or dpo
+    objective: str = "reinforce"  # 'reinforce' (leave-one-out baseline) or 'dpo'
     dpo_beta: float = 0.1  # DPO's beta (objective dpo)
     temperature: float = 1.0  # sampling temperature of the prompts a round learns from
     max_prompt_tokens: int = 32  # longest sampled prompt
@@ -126,7 +126,7 @@ class AttackConfig:
     the ``verify_top`` best by the target's greedy reply, optionally resample around the best (``refine``)."""
 
     samples: int = 32  # prompts sampled per behaviour (K)
-    verify_top: int = 32  # best-scored prompts verified by the target's greedy reply
+    verify_top: int = 32  # how many of the best-scored prompts are verified by the target's greedy reply
     refine: int = 0  # extra rounds: condition the investigator on the best prompt's reply and resample
     temperature: float = 1.0  # sampling temperature of the proposals
     top_p: float = 0.95  # nucleus of the proposals

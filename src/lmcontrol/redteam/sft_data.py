@@ -35,6 +35,11 @@ TEMPLATES = (
 )
 
 
+def fill_template(template: str, sentence: str, head_words: int) -> str:
+    """A request template with ``{s}`` = the sentence and ``{h}`` = its first ``head_words`` words."""
+    return template.format(s=sentence, h=" ".join(sentence.split()[:head_words]))
+
+
 def _sentences(texts: list[str], max_words: int, rng: random.Random) -> list[str]:
     out = []
     for t in texts:
@@ -71,8 +76,7 @@ def source_prompts(config: SFTDataConfig) -> list[dict[str, str]]:
     rows = [{"source": s, "prompt": q} for s, q in dict.fromkeys(questions[:n_q])]
     for i, s in enumerate(sentences[: pool - len(rows)]):
         template = TEMPLATES[i % len(TEMPLATES)]
-        head = " ".join(s.split()[: rng.randint(3, 7)])
-        rows.append({"source": f"text:{i % len(TEMPLATES)}", "prompt": template.format(s=s, h=head)})
+        rows.append({"source": f"text:{i % len(TEMPLATES)}", "prompt": fill_template(template, s, rng.randint(3, 7))})
     rng.shuffle(rows)
     if not rows:
         raise LMControlError("no SFT prompts found in the shared data (set LMCONTROL_DATA)")
