@@ -30,10 +30,11 @@ from lmcontrol.settings import ARTIFACTS_DIR
 
 INVESTIGATOR = ARTIFACTS_DIR / "investigator"
 SAMPLES = 32  # K prompts per behaviour: K scored + K verified = 64 target passes, the per-behaviour budget
-TEMPERATURE = 1.0  # of the proposals (chosen on advbench:val behaviours, see docs/redteam.md)
+TEMPERATURE = 1.0  # of the proposals: on 8 advbench:val behaviours 1.0 beat 0.7 (best log p -9.9 vs -12.4; docs)
 MAX_VERIFY_TOKENS = 10  # enough for the target's first 5 words
-GCG_SECONDS = 40.0  # nanoGCG budget per behaviour (~ the investigator's seconds per behaviour, measured);
-# nanoGCG checks it between steps, so its first step always runs (reported seconds can exceed the budget)
+# nanoGCG's budget per behaviour: the investigator mixture took 31-38 s per behaviour at K = 32 on 8 val behaviours
+# (two jobs sharing the CPU). nanoGCG checks it between steps, so its first step always runs (seconds can exceed it).
+GCG_SECONDS = 30.0
 ROUNDS = ("round1", "round2", "round3")
 
 
