@@ -22,7 +22,6 @@ import importlib.util
 import json
 import logging
 import os
-import shutil
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -178,10 +177,10 @@ def ensure_embedded_checkpoint() -> Path:
 
     A cache that fails ``verify_cache`` is rebuilt; temporaries left by killed conversions are swept.
     """
-    from lmcontrol.atomic import normalize_modes, sweep_stale_temps, temp_dir_beside
+    from lmcontrol.atomic import atomic_write_dir, sweep_stale_temps
 
     target = embedded_cache_path()
-    sweep_stale_temps(target.parent)
+    sweep_stale_temps(target.parent)  # even when the cache is fine: killed conversions leave big temporaries
     reason = verify_cache(target) if target.exists() else None
     if target.exists() and reason is None:
         return target
@@ -189,23 +188,12 @@ def ensure_embedded_checkpoint() -> Path:
         log.warning("the embedded model cache %s is damaged (%s); rebuilding it", target, reason)
     log.warning("converting the embedded model's GGUF to a safetensors cache at %s (one time, ~20 s)", target)
     t0 = time.perf_counter()
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temp_dir_beside(target)
-    try:
+
+    def fill(tmp: Path) -> None:
         _convert_gguf(tmp)
         write_cache_manifest(tmp)
-        normalize_modes(tmp)
-        if target.exists():
-            if verify_cache(target) is None:  # another process finished first
-                shutil.rmtree(tmp, ignore_errors=True)
-                return target
-            old = target.with_name(f".{target.name}.{os.getpid()}.old.tmp")
-            os.replace(target, old)
-            shutil.rmtree(old, ignore_errors=True)
-        os.replace(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+
+    atomic_write_dir(target, fill)  # sweeps stale temporaries; two racing conversions both write a valid cache
     log.warning("embedded model cached in %.1f s", time.perf_counter() - t0)
     return target
 
