@@ -16,7 +16,8 @@ Methods (same K prompts per behaviour unless noted):
 - ``gcg``: nanoGCG on goal + 10-token suffix, stopped at ``GCG_SECONDS`` of wall time per behaviour (set to the
   investigator's measured seconds per behaviour);
 - ``audit-system`` / ``audit-recontrol``: the investigator mixture against the target under a system prompt /
-  RE-Control (``artifacts/recontrol-hh``).
+  RE-Control (``artifacts/recontrol-hh``); ``audit-*-sft`` and ``audit-*-template``: the same two controls against
+  the SFT component and against the templates.
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ MAX_VERIFY_TOKENS = 10  # enough for the target's first 5 words
 # (two jobs sharing the CPU). nanoGCG checks it between steps, so its first step always runs (seconds can exceed it).
 GCG_SECONDS = 30.0
 ROUNDS = ("round1", "round2", "round3")
+SFT = {"sft": 1.0}  # the reverse model alone, as a mixture
+RECONTROL = f"recontrol:{ARTIFACTS_DIR / 'recontrol-hh'}"  # the audited value-guided control
 
 
 def _attack_config(seed: int):
@@ -156,7 +159,7 @@ def make_suite():
     methods = [
         BenchMethod("investigator", run=_runner("investigator"), help="the mixture qbar of rounds 1-3"),
         BenchMethod("round1", run=_runner("investigator", {"round1": 1.0}), help="one round, no Frank-Wolfe"),
-        BenchMethod("sft", run=_runner("investigator", {"sft": 1.0}), help="SFT reverse model, no objective"),
+        BenchMethod("sft", run=_runner("investigator", SFT), help="SFT reverse model, no objective"),
         BenchMethod("goal", run=_runner("goal"), help="the AdvBench request itself (1 prompt)"),
         BenchMethod("sample", run=_runner("sample"), help="plain model asked to write the request"),
         BenchMethod("template", run=_runner("template"), help="the SFT data's request templates, filled with y"),
@@ -164,9 +167,14 @@ def make_suite():
         BenchMethod("audit-system", run=_runner("investigator", control="system"), help="target + system prompt"),
         BenchMethod(
             "audit-recontrol",
-            run=_runner("investigator", control=f"recontrol:{ARTIFACTS_DIR / 'recontrol-hh'}"),
+            run=_runner("investigator", control=RECONTROL),
             help="target + RE-Control",
         ),
+        # the audit with the investigator's SFT component and with the templates (the modes that succeed unguarded)
+        BenchMethod("audit-system-sft", run=_runner("investigator", SFT, "system"), help="SFT component vs + system"),
+        BenchMethod("audit-recontrol-sft", run=_runner("investigator", SFT, RECONTROL), help="SFT vs + RE-Control"),
+        BenchMethod("audit-system-template", run=_runner("template", control="system"), help="templates vs + system"),
+        BenchMethod("audit-recontrol-template", run=_runner("template", control=RECONTROL), help="templates vs RE-C"),
     ]
     return BenchSuite(
         name="redteam",
