@@ -356,3 +356,13 @@ def test_train_investigator_defaults_and_options_reach_the_plan(cli, monkeypatch
     assert (p.sft_data.n_pairs, p.sft.epochs, p.investigator.lora_alpha, p.objective.rounds) == (50, 2.0, 8, 2)
     assert (p.objective.temperature, p.objective.beta1) == (0.7, 1.0)
     assert p.sft_data.seed == p.sft.seed == p.objective.seed == 3  # one --seed for every phase
+
+
+def test_building_an_investigator_prints_no_library_future_warning(tiny):
+    """PEFT probing transformers 5's deprecated `is_gradient_checkpointing` used to print a FutureWarning per run."""
+    import warnings
+
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        Investigator(tiny, InvestigatorConfig(base_model=tiny.info.name, adapters=("sft", "r1"), eta=(0.0, 1.0)))
+    assert not [w for w in seen if issubclass(w.category, FutureWarning)], [str(w.message) for w in seen]

@@ -172,6 +172,18 @@ def _convert_gguf(out: Path) -> None:
     tokenizer.save_pretrained(out)
 
 
+def lora_model(model: Any, lora_config: Any, adapter_name: str = "default") -> Any:
+    """``peft.get_peft_model`` without the FutureWarning transformers 5 raises when PEFT probes the deprecated
+    ``is_gradient_checkpointing`` property (nothing a user can act on; it was printed by every red-team run)."""
+    import warnings
+
+    from peft import get_peft_model
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        return get_peft_model(model, lora_config, adapter_name=adapter_name)
+
+
 def ensure_embedded_checkpoint() -> Path:
     """Return the safetensors checkpoint of the embedded model, converting the GGUF once if needed.
 

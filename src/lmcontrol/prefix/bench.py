@@ -115,11 +115,11 @@ def train_baseline(lm: LanguageModel, b: Baseline, work_dir: Path) -> tuple[Lang
         return lm, [merged_control(merged)], metrics
     model = copy.deepcopy(lm.model).requires_grad_(True)
     if b.kind == "lora":
-        from peft import LoraConfig, get_peft_model
+        from peft import LoraConfig
 
-        model = get_peft_model(
-            model, LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0, target_modules=["q_proj", "v_proj"])
-        )
+        from lmcontrol.models import lora_model
+
+        model = lora_model(model, LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0, target_modules=["q_proj", "v_proj"]))
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     tuned = _with_model(lm, model)
     inputs, targets = load_pairs(run.data, run.input_field, run.target_field, b.examples, tcfg.seed)

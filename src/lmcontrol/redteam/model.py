@@ -76,7 +76,9 @@ class Investigator:
     """q_phi(x | y) with named LoRA adapters over its own copy of the base LM."""
 
     def __init__(self, base: LanguageModel, config: InvestigatorConfig) -> None:
-        from peft import LoraConfig, get_peft_model
+        from peft import LoraConfig
+
+        from lmcontrol.models import lora_model
 
         if config.base_model != base.info.name:
             config = dataclasses.replace(config, base_model=base.info.name)
@@ -92,7 +94,7 @@ class Investigator:
             task_type="CAUSAL_LM",
         )
         model = copy.deepcopy(base.model)  # the investigator's own weights; the target stays untouched
-        self.peft = get_peft_model(model, self.lora, adapter_name=config.adapters[0])
+        self.peft = lora_model(model, self.lora, adapter_name=config.adapters[0])
         for name in config.adapters[1:]:
             self.peft.add_adapter(name, self.lora)
         self.peft.eval()
