@@ -129,27 +129,24 @@ def current_umask() -> int:
     return mask
 
 
-def plain_mode(path: str | Path, *, directory: bool = False) -> None:
+def plain_mode(path: str | Path, *, directory: bool = False, umask: int | None = None) -> None:
     """Give ``path`` the mode a plain ``open``/``mkdir`` would (0666/0777 minus the umask). mkstemp, mkdtemp and
     safetensors create 0600/0700, which a rename would carry into place, leaving an artifact private to its writer.
     Best effort: a file system that refuses chmod (some FUSE/CIFS mounts) keeps what it has."""
+    mask = current_umask() if umask is None else umask
     try:
-        os.chmod(path, (0o777 if directory else 0o666) & ~current_umask())
+        os.chmod(path, (0o777 if directory else 0o666) & ~mask)
     except OSError:
         pass
 
 
 def normalize_modes(root: Path) -> None:
-    """``plain_mode`` for ``root`` and everything below it (symlinks untouched)."""
-    plain_mode(root, directory=True)
+    """``plain_mode`` for ``root`` and everything below it (symlinks untouched; the umask read once)."""
+    mask = current_umask()
+    plain_mode(root, directory=True, umask=mask)
     for p in root.rglob("*"):
         if not p.is_symlink():
-            plain_mode(p, directory=p.is_dir())
-
-
-def temp_dir_beside(target: Path) -> Path:
-    """A fresh temporary sibling directory of ``target`` (``.NAME.PID.*.tmp``, swept when stale)."""
-    return Path(tempfile.mkdtemp(prefix=temp_name(target), suffix=".tmp", dir=target.parent))
+            plain_mode(p, directory=p.is_dir(), umask=mask)
 
 
 def atomic_write_bytes(path: str | Path, data: bytes, *, fsync: bool = True) -> Path:
@@ -245,7 +242,7 @@ def atomic_write_dir(target: Path, fill: Any, keep: tuple[str, ...] = ()) -> Pat
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         sweep_stale_temps(target.parent, target.name)
-        tmp = temp_dir_beside(target)
+        tmp = Path(tempfile.mkdtemp(prefix=temp_name(target), suffix=".tmp", dir=target.parent))
     except OSError as e:
         raise _write_error(target, e) from None
     moved: list[str] = []
