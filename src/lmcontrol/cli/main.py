@@ -57,6 +57,9 @@ def generate(
         ),
     ] = None,
     model: Annotated[str | None, typer.Option(help="HF id or local path; default: embedded SmolLM2-135M.")] = None,
+    weights: Annotated[
+        str, typer.Option(help="dense | fp16-packed (linear weights as fp16 for fbgemm: faster on CPUs).")
+    ] = "dense",
     max_new_tokens: Annotated[int, typer.Option(help="Tokens to generate per prompt.")] = 64,
     temperature: Annotated[float, typer.Option(help="0 = greedy.")] = 0.0,
     top_k: Annotated[int, typer.Option(help="Top-k filter (0 = off).")] = 0,
@@ -84,6 +87,7 @@ def generate(
         prompt=prompt,
         prompts_file=prompts,
         model=model,
+        weights=weights,
         max_new_tokens=max_new_tokens,
         temperature=temperature,
         top_k=top_k,

@@ -7,6 +7,8 @@ load hits all alike; compare the ratios, not the absolute tokens/s.
 - ``engine@B`` — the engine at the model's dtype (float32): token-identical to ``model.generate``.
 - ``engine-bf16@B`` / ``hf-generate-bf16@8`` — a bfloat16 copy of the model (half the memory traffic; on CPUs
   with AVX512-BF16 the matmuls run natively); its greedy text is compared with float32's.
+- ``engine-fp16w@B`` / ``hf-generate-fp16w@8`` — the float32 model with its linear layers' weights packed as
+  float16 for fbgemm (``load_lm(weights="fp16-packed")``, CPU only): half the weight bytes, float32 activations.
 - ``engine-continuous`` — 8 requests that arrive one per decode step and join the running batch (continuous
   batching), aggregate tokens/s.
 - ``llama.cpp@1`` / ``llama.cpp@8`` — llama-cpp-python on the same embedded GGUF (Q4_1) if ``llama_cpp`` is
@@ -60,6 +62,21 @@ def _bf16(lm: LanguageModel) -> LanguageModel:
     if id(lm) not in _BF16:
         _BF16[id(lm)] = LanguageModel(copy.deepcopy(lm.model).to(torch.bfloat16), lm.tokenizer, lm.info)
     return _BF16[id(lm)]
+
+
+_FP16W: dict[int, LanguageModel] = {}
+
+
+def _fp16w(lm: LanguageModel) -> LanguageModel:
+    """A copy of ``lm`` with fp16-packed linear weights (made once per process)."""
+    from lmcontrol.fp16_weights import pack_fp16_weights
+    from lmcontrol.models import LanguageModel
+
+    if id(lm) not in _FP16W:
+        model = copy.deepcopy(lm.model)
+        pack_fp16_weights(model)
+        _FP16W[id(lm)] = LanguageModel(model, lm.tokenizer, lm.info)
+    return _FP16W[id(lm)]
 
 
 def _output(prompts: list[str], texts: list[str], ids: list[list[int]], seconds: float, first: float):
@@ -131,14 +148,13 @@ def engine_continuous(lm: LanguageModel, prompts: list[str], config: GenerationC
 
 @functools.cache
 def _llama_cpp() -> Any:
-    import importlib.resources
-
     import llama_cpp
+    import torch
 
-    from lmcontrol.models import EMBEDDED_GGUF, EMBEDDED_PACKAGE
+    from lmcontrol.models import embedded_gguf_path
 
-    path = importlib.resources.files(EMBEDDED_PACKAGE).joinpath(EMBEDDED_GGUF)
-    return llama_cpp.Llama(model_path=str(path), n_ctx=2048, n_threads=2, verbose=False)
+    path = embedded_gguf_path()
+    return llama_cpp.Llama(model_path=str(path), n_ctx=2048, n_threads=torch.get_num_threads(), verbose=False)
 
 
 def llama_cpp_run(lm: LanguageModel, prompts: list[str], config: GenerationConfig) -> GenerationOutput:
@@ -196,6 +212,21 @@ def make_suite() -> Any:
             "hf-generate-bf16@8",
             run=lambda lm, p, c: hf_generate(_bf16(lm), p, c, 8),
             help="model.generate on the bfloat16 model, batch 8",
+        ),
+        BenchMethod(
+            "engine-fp16w@1",
+            run=lambda lm, p, c: engine_batches(_fp16w(lm), p, c, 1),
+            help="fp16-packed weights (fbgemm), batch 1",
+        ),
+        BenchMethod(
+            "engine-fp16w@8",
+            run=lambda lm, p, c: engine_batches(_fp16w(lm), p, c, 8),
+            help="fp16-packed weights (fbgemm), batch 8",
+        ),
+        BenchMethod(
+            "hf-generate-fp16w@8",
+            run=lambda lm, p, c: hf_generate(_fp16w(lm), p, c, 8),
+            help="model.generate on the fp16-packed model, batch 8",
         ),
         BenchMethod(
             "engine-continuous", run=engine_continuous, help="8 requests joining a running batch, one per step"

@@ -35,6 +35,7 @@ class ServerConfig:
         max_batch_size: rows the engine runs per step.
         max_queue: waiting requests before new ones get 429.
         device: ``auto`` (CUDA if available), ``cpu`` or ``cuda``.
+        weights: ``dense`` or ``fp16-packed`` (CPU only: ``lmcontrol.fp16_weights``).
         settings: the HTTP layer's names and limits.
     """
 
@@ -43,11 +44,14 @@ class ServerConfig:
     max_batch_size: int = 16
     max_queue: int = 256
     device: str = "auto"
+    weights: str = "dense"
     settings: ServeSettings = ServeSettings()
 
     def __post_init__(self) -> None:
         if self.device not in DEVICES:
             raise LMControlError(f"--device must be one of {', '.join(DEVICES)}, got {self.device!r}")
+        if self.weights not in ("dense", "fp16-packed"):
+            raise LMControlError(f"--weights must be dense or fp16-packed, got {self.weights!r}")
         if self.max_batch_size < 1 or self.max_queue < 1:
             raise LMControlError("--max-batch-size and --max-queue must be >= 1")
         names = [n for n, _ in self.controls]
@@ -88,8 +92,10 @@ def build(config: ServerConfig) -> tuple[Engine, ControlStore]:
     from lmcontrol.models import load_lm
     from lmcontrol.serve.controls import ControlStore
 
-    lm = load_lm(config.model)
     device = resolve_device(config.device)
+    if config.weights == "fp16-packed" and device != "cpu":
+        raise LMControlError("--weights fp16-packed is a CPU format; on a GPU serve the dense model")
+    lm = load_lm(config.model, weights=config.weights)
     if next(lm.model.parameters()).device.type != device:
         lm.model.to(device)
     engine = Engine(lm, max_batch_size=config.max_batch_size, max_queue=config.max_queue)
