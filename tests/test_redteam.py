@@ -135,6 +135,12 @@ def test_reinforce_leave_one_out_and_dpo():
     assert lq.grad[1] < 0 < lq.grad[0]  # raise the winner (index 1), lower the loser
 
 
+def test_best_sample_loss_raises_only_each_behaviours_best():
+    logq = torch.zeros(4, requires_grad=True)
+    T.best_sample_loss(logq, torch.tensor([1.0, 3.0, 5.0, 0.0]), group=2).backward()
+    assert torch.allclose(logq.grad, torch.tensor([0.0, -0.5, -0.5, 0.0]))
+
+
 @pytest.fixture(scope="module")
 def inv(tiny):
     return Investigator(tiny, InvestigatorConfig(base_model=tiny.info.name))
@@ -226,6 +232,32 @@ def test_training_resumes_after_interrupt(tiny, tmp_path, monkeypatch):
     re = Investigator.load(tmp_path, tiny)
     xs, ys = ["Say 1"], ["Ok 1"]
     assert torch.allclose(re.logprob(ys, xs, "round2").detach(), inv.logprob(ys, xs, "round2").detach(), atol=0.05)
+
+
+def test_sft_from_reuses_a_trained_reverse_model(tiny, tmp_path, monkeypatch):
+    """--sft-from: the rounds are retrained (here under 'best') on the SFT adapter of another artifact, with no
+    pair generation and no SFT."""
+    import dataclasses
+
+    monkeypatch.setattr(
+        sft_data, "generate_pairs", lambda *a, **k: [{"prompt": f"Say {i}", "response": f"Ok {i}"} for i in range(6)]
+    )
+    first = T.train_investigator(
+        tiny, _tiny_plan(rounds=1, steps=1), tmp_path / "a", behaviors=BEHAVIORS, progress=False
+    )
+
+    def no_pairs(*a, **k):
+        raise AssertionError("pairs were generated")
+
+    monkeypatch.setattr(sft_data, "generate_pairs", no_pairs)
+    monkeypatch.setattr(T, "train_sft", no_pairs)
+    plan = _tiny_plan(rounds=1, steps=1)
+    plan = dataclasses.replace(plan, objective=dataclasses.replace(plan.objective, objective="best"))
+    inv = T.train_investigator(tiny, plan, tmp_path / "b", behaviors=BEHAVIORS, progress=False, sft_from=tmp_path / "a")
+    xs, ys = ["Say 1"], ["Ok 1"]
+    assert torch.allclose(inv.logprob(ys, xs, "sft").detach(), first.logprob(ys, xs, "sft").detach(), atol=1e-4)
+    cfg = json.loads((tmp_path / "b" / "config.json").read_text())
+    assert cfg["config"]["objective"]["objective"] == "best" and cfg["metrics"]["sft_pairs"] == 6
 
 
 def test_artifact_for_another_base_model_is_refused(tiny, tmp_path):

@@ -14,8 +14,9 @@ load hits all alike; compare the ratios, not the absolute tokens/s.
 - ``llama.cpp@1`` / ``llama.cpp@8`` — llama-cpp-python on the same embedded GGUF (Q4_1) if ``llama_cpp`` is
   importable (one request at a time; llama-cpp-python has no batched API, so @8 is 8 requests in sequence).
 
-``finalize`` adds per method its tokens/s over the reference at the same batch (``speed-up``) and the share of
-prompts whose greedy text equals float32 ``model.generate`` (``= generate``).
+``finalize`` adds per method its tokens/s over the reference at the same batch (``speed-up``; with two or more
+units of 8 prompts also the mean of the per-unit ratios and its standard error, paired unit by unit) and the
+share of prompts whose greedy text equals float32 ``model.generate`` (``= generate``).
 
 Clock: wall time by default. On a shared machine set ``LMCONTROL_BENCH_CLOCK=process`` to time with the
 process's CPU time instead (the work each contender needs, immune to other jobs; use ``OMP_NUM_THREADS=1``);
@@ -170,21 +171,44 @@ def llama_cpp_run(lm: LanguageModel, prompts: list[str], config: GenerationConfi
     return _output(prompts, texts, ids, clock() - t0, float("nan"))
 
 
+def unit_speeds(records: list[dict[str, Any]], size: int) -> dict[tuple[str, ...], float]:
+    """Tokens/s of each unit (``size`` consecutive rows of one method: the prompts it ran as one call)."""
+    speeds = {}
+    for i in range(0, len(records) - size + 1, size):
+        chunk = records[i : i + size]
+        seconds = sum(r["seconds"] for r in chunk)
+        if seconds > 0:
+            speeds[tuple(r["prompt"] for r in chunk)] = sum(r["tokens"] for r in chunk) / seconds
+    return speeds
+
+
 def finalize(results: dict[str, Any], out: Path) -> dict[str, Any]:
-    """Speed-up over the same-batch reference, and agreement of greedy text with float32 model.generate."""
+    """Speed-up over the same-batch reference (and its standard error, paired over the units of 8 prompts every
+    contender ran), and agreement of greedy text with float32 model.generate."""
+    import statistics
+
     rows: dict[str, dict[str, str]] = {}
+    records: dict[str, list[dict[str, Any]]] = {}
     for line in (out / "generations.jsonl").read_text(encoding="utf-8").splitlines():
         if line.strip():
             r = json.loads(line)
             rows.setdefault(r["method"], {})[r["prompt"]] = r["continuation"]
+            records.setdefault(r["method"], []).append(r)
     results["clock"] = clock_name()
     methods = results["methods"]
     reference = {"1": "hf-generate@1", "8": "hf-generate@8"}
+    units = {name: unit_speeds(recs, BATCH) for name, recs in records.items()}
     for name, values in methods.items():
         batch = "1" if name.endswith("@1") else "8"
         ref = methods.get(reference[batch], {})
         if values.get("tokens/s") and ref.get("tokens/s"):
             values["speed-up"] = values["tokens/s"] / ref["tokens/s"]
+        mine_u, ref_u = units.get(name, {}), units.get(reference[batch], {})
+        ratios = [mine_u[k] / ref_u[k] for k in mine_u if k in ref_u]
+        if len(ratios) >= 2:
+            values["speed-up per unit"] = statistics.fmean(ratios)
+            values["speed-up SE"] = statistics.stdev(ratios) / len(ratios) ** 0.5
+            values["units"] = len(ratios)
         fp32 = rows.get(reference[batch]) or rows.get("hf-generate@8") or {}
         mine = rows.get(name, {})
         common = [p for p in mine if p in fp32]

@@ -54,6 +54,10 @@ def train_investigator(
     model: TargetModel = None,
     threads: Annotated[int, typer.Option(help="torch CPU threads.")] = 1,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from OUT/checkpoint.")] = False,
+    sft_from: Annotated[
+        Path | None,
+        typer.Option(help="Reuse the SFT reverse model of this investigator artifact (skips pairs and SFT)."),
+    ] = None,
 ) -> None:
     """Train the investigator q(x | y): SFT on reversed pairs, then the objective in Frank-Wolfe rounds."""
     import dataclasses
@@ -63,6 +67,8 @@ def train_investigator(
     sft = dataclasses.replace(sft, seed=seed)
     inv_cfg = dataclasses.replace(investigator, lora_alpha=2 * investigator.lora_r)
     bs = _behaviors(behaviors, None)
+    if sft_from is not None and not (sft_from / "config.json").is_file():
+        raise LMControlError(f"--sft-from {sft_from}: not an artifact directory (no config.json)")
     import torch
 
     from lmcontrol.models import load_lm
@@ -72,7 +78,7 @@ def train_investigator(
     torch.set_num_threads(threads)
     target = load_lm(model)
     plan = TrainPlan(investigator=inv_cfg, sft_data=sft_data, sft=sft, objective=objective_config, behaviors=behaviors)
-    run(target, plan, out, behaviors=bs, resume=resume)
+    run(target, plan, out, behaviors=bs, resume=resume, sft_from=sft_from)
     typer.echo(f"wrote {out}")
 
 

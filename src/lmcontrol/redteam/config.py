@@ -14,7 +14,7 @@ import math
 from lmcontrol import LMControlError
 
 FORMAT_VERSION = 1
-OBJECTIVES = ("reinforce", "dpo")
+OBJECTIVES = ("reinforce", "dpo", "best")
 # The investigator reads a reply y and writes the user message x that produced it (its chat system message).
 INVESTIGATOR_SYSTEM = "Write the user message that made an AI assistant give the reply below."
 
@@ -98,7 +98,7 @@ class ObjectiveConfig:
     behaviors_per_step: int = 2  # behaviours per policy update
     samples_per_behavior: int = 4  # prompts sampled per behaviour per update (>= 2)
     lr: float = 5e-4  # learning rate of the rounds
-    objective: str = "reinforce"  # 'reinforce' (leave-one-out baseline) or 'dpo'
+    objective: str = "reinforce"  # 'reinforce' (leave-one-out baseline), 'dpo' or 'best' (SFT on the best sample)
     dpo_beta: float = 0.1  # DPO's beta (objective dpo)
     temperature: float = 1.0  # sampling temperature of the prompts a round learns from
     max_prompt_tokens: int = 32  # longest sampled prompt

@@ -11,8 +11,10 @@ Frank-Wolfe (eq. 4-5): round i trains a fresh copy q_i of the SFT model on the l
 
 so prompts that earlier rounds already produce are penalised and each round moves to a new mode. Round 1 uses
 q_1 itself for qbar_0, which is the plain entropy bonus. Each round is optimised with REINFORCE and a
-leave-one-out baseline over the samples of one behaviour (``objective="reinforce"``), or DPO on the best /
-worst sample of each behaviour against the SFT model (``objective="dpo"``). TRL's trainers need
+leave-one-out baseline over the samples of one behaviour (``objective="reinforce"``), DPO on the best /
+worst sample of each behaviour against the SFT model (``objective="dpo"``), or reward-ranked fine-tuning
+(``objective="best"``: maximise log q of each behaviour's highest-r_i sample — RAFT, Dong et al. 2023; ReST's
+improve step, Gulcehre et al. 2023), which keeps the policy on prompts it already writes well. TRL's trainers need
 their own generation stack and datasets, so the ~30 lines below do it on lmcontrol's generation and scoring.
 
 Every phase runs in ``lmcontrol.training.train_loop`` (AdamW, checkpoints without pickle, exact resume); only
@@ -189,6 +191,13 @@ def dpo_loss(logq: torch.Tensor, logq_ref: torch.Tensor, reward: torch.Tensor, g
     return -torch.nn.functional.logsigmoid(beta * margin).mean()
 
 
+def best_sample_loss(logq: torch.Tensor, reward: torch.Tensor, group: int) -> torch.Tensor:
+    """Reward-ranked fine-tuning: -mean over behaviours of log q(x_best | y), x_best = argmax_j r_i(x_j)."""
+    r = reward.view(-1, group)
+    best = torch.arange(r.shape[0]) * group + r.argmax(1)
+    return -logq[best].mean()
+
+
 def train_round(
     inv: Investigator,
     target: LanguageModel,
@@ -228,13 +237,21 @@ def train_round(
         return {"replies": replies, "prompts": [p or "." for p in prompts], **parts}
 
     def loss_fn(_module: nn.Module, batch: dict[str, Any]) -> torch.Tensor:
-        logq = inv.logprob(batch["replies"], batch["prompts"], name)
         reward = batch["fixed"]
+        if config.objective == "best":  # only the chosen samples need a gradient: one backward per behaviour
+            if prev_eta is None:  # round 1: the policy itself stands in for qbar_0
+                with torch.no_grad():
+                    reward = reward - config.beta1 * inv.logprob(batch["replies"], batch["prompts"], name)
+            rows = torch.arange(len(reward) // m) * m + reward.view(-1, m).argmax(1)
+            logq = inv.logprob([batch["replies"][i] for i in rows], [batch["prompts"][i] for i in rows], name)
+            loss = best_sample_loss(logq, torch.zeros_like(logq), 1)
+        else:
+            logq = inv.logprob(batch["replies"], batch["prompts"], name)
         if config.objective == "dpo":
             if prev_eta is None:  # round 1 under DPO: the SFT model stands in for qbar_0
                 reward = reward - config.beta1 * batch["ref"]
             loss = dpo_loss(logq, batch["ref"], reward, m, config.dpo_beta)
-        else:
+        elif config.objective == "reinforce":
             if prev_eta is None:
                 reward = reward - config.beta1 * logq.detach()  # entropy bonus: E_q[-log q]
             loss = reinforce_loss(logq, reward, m, config.reward_clip)
@@ -288,6 +305,22 @@ def train_round(
 # the whole pipeline
 
 
+def _import_sft(target: LanguageModel, artifact: Path, out: Path) -> None:
+    """Copy the SFT adapter of a trained investigator artifact into ``out``'s state, marked as done."""
+    from peft import get_peft_model_state_dict
+
+    from lmcontrol.atomic import atomic_save_safetensors
+
+    source = Investigator.load(artifact, target)  # refuses an artifact made for another base model
+    if "sft" not in source.adapters:
+        raise LMControlError(f"--sft-from {artifact}: the artifact has no 'sft' adapter")
+    state = get_peft_model_state_dict(source.peft, adapter_name="sft")
+    atomic_save_safetensors({k: v.detach().contiguous() for k, v in state.items()}, out / STATE_DIR / "sft.safetensors")
+    summary = dict((source.meta.extra or {}).get("phases", {}).get("sft", {}))
+    summary["pairs"] = summary.get("pairs") or source.meta.metrics.get("sft_pairs")
+    _mark(out, "sft", {**summary, "from": str(artifact)})
+
+
 @dataclasses.dataclass(frozen=True)
 class TrainPlan:
     """Everything ``lmcontrol train investigator`` decides (saved, nested, in the artifact's config)."""
@@ -308,19 +341,31 @@ def train_investigator(
     resume: bool = False,
     progress: bool = True,
     controls: Sequence[Control] = (),
+    sft_from: str | Path | None = None,
 ) -> Investigator:
-    """SFT -> rounds 1..R of the objective -> save the mixture artifact at ``out``. Resumable phase by phase."""
+    """SFT -> rounds 1..R of the objective -> save the mixture artifact at ``out``. Resumable phase by phase.
+
+    ``sft_from``: an investigator artifact whose SFT reverse model is reused (no pair generation, no SFT), so
+    the rounds can be retrained under another objective in minutes instead of hours.
+    """
     from lmcontrol.redteam.sft_data import generate_pairs
 
     out = Path(out)
     (out / STATE_DIR).mkdir(parents=True, exist_ok=True)
     t_all = time.perf_counter()
-    t0 = time.perf_counter()
-    pairs = generate_pairs(target, plan.sft_data, out / STATE_DIR / "sft_pairs.jsonl", progress=progress)
-    gen_seconds = time.perf_counter() - t0
     done = _phases(out) if resume else {}
     if not resume:
         (out / STATE_DIR / "phases.json").unlink(missing_ok=True)
+    if sft_from is not None and "sft" not in done:
+        _import_sft(target, Path(sft_from), out)
+        done = _phases(out)
+    t0 = time.perf_counter()
+    pairs = (
+        []
+        if "sft" in done
+        else generate_pairs(target, plan.sft_data, out / STATE_DIR / "sft_pairs.jsonl", progress=progress)
+    )
+    gen_seconds = time.perf_counter() - t0
     inv = Investigator(target, dataclasses.replace(plan.investigator, adapters=("sft",), eta=(1.0,)))
     if "sft" in done:
         _load_adapter(inv, out, "sft")
@@ -342,9 +387,10 @@ def train_investigator(
         rounds.append(name)
     inv.set_eta({r: 1.0 / len(rounds) for r in rounds})  # qbar = uniform mixture of the rounds; SFT kept, eta 0
     phases = _phases(out)
+    n_pairs = len(pairs) or phases.get("sft", {}).get("pairs", 0)
     metrics = {
-        "sft_pairs": len(pairs),
-        "sft_pair_generation_s": round(gen_seconds, 1),
+        "sft_pairs": n_pairs,
+        "sft_pair_generation_s": round(gen_seconds, 1) if pairs else phases.get("sft", {}).get("pair_seconds"),
         "train_seconds_this_run": round(time.perf_counter() - t_all, 1),
     }
     for phase, s in phases.items():
@@ -356,7 +402,7 @@ def train_investigator(
     inv.save(
         out,
         sections=sections,
-        data=f"SFT: {len(pairs)} (prompt, greedy reply) pairs from HH / HarmfulQA / AG News + C4 requests; "
+        data=f"SFT: {n_pairs} (prompt, greedy reply) pairs from HH / HarmfulQA / AG News + C4 requests; "
         f"objective: {len(behaviors)} AdvBench behaviours ({plan.behaviors})",
         metrics=metrics,
         extra={"phases": phases},
