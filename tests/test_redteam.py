@@ -135,10 +135,9 @@ def test_reinforce_leave_one_out_and_dpo():
     assert lq.grad[1] < 0 < lq.grad[0]  # raise the winner (index 1), lower the loser
 
 
-def test_best_sample_loss_raises_only_each_behaviours_best():
-    logq = torch.zeros(4, requires_grad=True)
-    T.best_sample_loss(logq, torch.tensor([1.0, 3.0, 5.0, 0.0]), group=2).backward()
-    assert torch.allclose(logq.grad, torch.tensor([0.0, -0.5, -0.5, 0.0]))
+def test_best_rows_pick_each_behaviours_highest_reward():
+    assert T.best_rows(torch.tensor([1.0, 3.0, 5.0, 0.0]), group=2).tolist() == [1, 2]
+    assert T.best_rows(torch.tensor([2.0, -1.0, 0.5, 7.0, 7.5, 1.0]), group=3).tolist() == [0, 4]
 
 
 @pytest.fixture(scope="module")

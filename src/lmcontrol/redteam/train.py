@@ -191,11 +191,10 @@ def dpo_loss(logq: torch.Tensor, logq_ref: torch.Tensor, reward: torch.Tensor, g
     return -torch.nn.functional.logsigmoid(beta * margin).mean()
 
 
-def best_sample_loss(logq: torch.Tensor, reward: torch.Tensor, group: int) -> torch.Tensor:
-    """Reward-ranked fine-tuning: -mean over behaviours of log q(x_best | y), x_best = argmax_j r_i(x_j)."""
+def best_rows(reward: torch.Tensor, group: int) -> torch.Tensor:
+    """Index of each behaviour's highest-reward sample, x_best = argmax_j r_i(x_j) (reward: (B,), B = n * group)."""
     r = reward.view(-1, group)
-    best = torch.arange(r.shape[0]) * group + r.argmax(1)
-    return -logq[best].mean()
+    return torch.arange(r.shape[0]) * group + r.argmax(1)
 
 
 def train_round(
@@ -242,9 +241,9 @@ def train_round(
             if prev_eta is None:  # round 1: the policy itself stands in for qbar_0
                 with torch.no_grad():
                     reward = reward - config.beta1 * inv.logprob(batch["replies"], batch["prompts"], name)
-            rows = torch.arange(len(reward) // m) * m + reward.view(-1, m).argmax(1)
+            rows = best_rows(reward, m).tolist()
             logq = inv.logprob([batch["replies"][i] for i in rows], [batch["prompts"][i] for i in rows], name)
-            loss = best_sample_loss(logq, torch.zeros_like(logq), 1)
+            loss = -logq.mean()  # reward-ranked fine-tuning: maximise log q(x_best | y)
         else:
             logq = inv.logprob(batch["replies"], batch["prompts"], name)
         if config.objective == "dpo":
