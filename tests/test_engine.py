@@ -250,11 +250,14 @@ def test_bench_engine_suite_on_tiny(tiny, tmp_path):
         methods=tuple(m for m in suite.methods if not m.name.startswith("llama.cpp")),
         generation=dataclasses.replace(suite.generation, max_new_tokens=4),
     )
-    rows = [{"prompt": p} for p in PROMPTS * 2]
+    rows = [{"prompt": f"{p} ({i})"} for i in range(4) for p in PROMPTS]
     res = run_suite(suite, tmp_path, rows, lm=tiny)
     methods = res["methods"]
     assert methods["engine@1"]["= generate"] == 1.0 and methods["engine@8"]["= generate"] == 1.0
     assert methods["engine-continuous"]["= generate"] == 1.0
+    assert methods["engine@8"]["units"] == 2 and methods["engine@8"]["speed-up SE"] >= 0  # 16 prompts = 2 units
+    if "fbgemm" in torch.backends.quantized.supported_engines:
+        assert "engine-fp16w@8" in methods and methods["engine-fp16w@8"]["= generate"] >= 0.5
     assert all(methods[m]["speed-up"] > 0 for m in methods)
     assert (tmp_path / "report.md").is_file() and json.loads((tmp_path / "results.json").read_text())[
         "suite"

@@ -238,21 +238,6 @@ def make_suite() -> Any:
             help="model.generate on the bfloat16 model, batch 8",
         ),
         BenchMethod(
-            "engine-fp16w@1",
-            run=lambda lm, p, c: engine_batches(_fp16w(lm), p, c, 1),
-            help="fp16-packed weights (fbgemm), batch 1",
-        ),
-        BenchMethod(
-            "engine-fp16w@8",
-            run=lambda lm, p, c: engine_batches(_fp16w(lm), p, c, 8),
-            help="fp16-packed weights (fbgemm), batch 8",
-        ),
-        BenchMethod(
-            "hf-generate-fp16w@8",
-            run=lambda lm, p, c: hf_generate(_fp16w(lm), p, c, 8),
-            help="model.generate on the fp16-packed model, batch 8",
-        ),
-        BenchMethod(
             "engine-continuous", run=engine_continuous, help="8 requests joining a running batch, one per step"
         ),
         BenchMethod(
@@ -261,6 +246,26 @@ def make_suite() -> Any:
             help="the same on the bfloat16 model",
         ),
     ]
+    import torch
+
+    if "fbgemm" in torch.backends.quantized.supported_engines:  # the fp16-packed format needs x86-64 fbgemm
+        methods += [
+            BenchMethod(
+                "engine-fp16w@1",
+                run=lambda lm, p, c: engine_batches(_fp16w(lm), p, c, 1),
+                help="fp16-packed weights (fbgemm), batch 1",
+            ),
+            BenchMethod(
+                "engine-fp16w@8",
+                run=lambda lm, p, c: engine_batches(_fp16w(lm), p, c, 8),
+                help="fp16-packed weights (fbgemm), batch 8",
+            ),
+            BenchMethod(
+                "hf-generate-fp16w@8",
+                run=lambda lm, p, c: hf_generate(_fp16w(lm), p, c, 8),
+                help="model.generate on the fp16-packed model, batch 8",
+            ),
+        ]
     if importlib.util.find_spec("llama_cpp") is not None:
         methods += [
             BenchMethod("llama.cpp@1", run=llama_cpp_run, help="llama-cpp-python, embedded GGUF, one at a time"),
