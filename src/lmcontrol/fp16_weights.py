@@ -23,8 +23,6 @@ from torch import nn
 
 from lmcontrol import LMControlError
 
-WEIGHT_FORMATS = ("dense", "fp16-packed")
-
 
 class PackedFp16Linear(nn.Module):
     """``y = x W^T + b`` with W packed as float16 for fbgemm; x, b and y are float32."""

@@ -47,6 +47,7 @@ KNOWN_ENCODERS = ("embedded", EMBEDDED_ENCODER_ID, f"sentence-transformers/{EMBE
 CACHE_VERSION = "v2"  # v2: caches carry a checksum manifest
 CACHE_MANIFEST = "lmcontrol-cache.json"
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
+WEIGHT_FORMATS = ("dense", "fp16-packed")  # load_lm(weights=...): as loaded, or lmcontrol.fp16_weights
 REQUIRED_CACHE_FILES = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json")
 
 
@@ -292,7 +293,7 @@ def load_lm(name_or_path: str | None = None, *, dtype: str = "float32", weights:
     The result is cached per process (models are read-only to lmcontrol, so sharing is safe; each weight
     format is its own copy).
     """
-    if weights not in ("dense", "fp16-packed"):
+    if weights not in WEIGHT_FORMATS:
         raise LMControlError(f"weights must be 'dense' or 'fp16-packed', got {weights!r}")
     lm = _load_dense(name_or_path, dtype)
     if weights == "fp16-packed":

@@ -83,7 +83,9 @@ def run_generate(
     if prompt is not None and not prompt.strip():
         raise LMControlError("the prompt is empty")
     check_generation_flags(max_new_tokens, stop, batch_size)
-    if weights not in ("dense", "fp16-packed"):
+    from lmcontrol.models import WEIGHT_FORMATS
+
+    if weights not in WEIGHT_FORMATS:
         raise LMControlError(f"--weights must be dense or fp16-packed, got {weights!r}")
     if output is not None:
         from lmcontrol.artifacts import check_output_path

@@ -50,7 +50,9 @@ class ServerConfig:
     def __post_init__(self) -> None:
         if self.device not in DEVICES:
             raise LMControlError(f"--device must be one of {', '.join(DEVICES)}, got {self.device!r}")
-        if self.weights not in ("dense", "fp16-packed"):
+        from lmcontrol.models import WEIGHT_FORMATS
+
+        if self.weights not in WEIGHT_FORMATS:
             raise LMControlError(f"--weights must be dense or fp16-packed, got {self.weights!r}")
         if self.max_batch_size < 1 or self.max_queue < 1:
             raise LMControlError("--max-batch-size and --max-queue must be >= 1")
