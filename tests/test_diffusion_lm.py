@@ -290,7 +290,7 @@ def test_committed_artifact_samples() -> None:
 @pytest.mark.slow
 def test_committed_artifact_samples_are_pinned() -> None:
     """Fixed-seed samples of the committed model + classifiers (40 steps): a change to the samplers, the denoiser or
-    the artifacts shows up here (re-pinned when the 20,000-step artifact replaced the 12,000-step one)."""
+    the artifacts shows up here (re-pinned when the 24,500-step linear-t artifact replaced the 20,000-step one)."""
     from lmcontrol.diffusion_lm.config import DEFAULT_CLASSIFIER_DIR, DEFAULT_MODEL_DIR, DEFAULT_SPAN_CLASSIFIER_DIR
 
     if not (DEFAULT_SPAN_CLASSIFIER_DIR / "model.safetensors").is_file():
@@ -299,28 +299,28 @@ def test_committed_artifact_samples_are_pinned() -> None:
     settings = SampleSettings(steps=40)
     want = {
         ControlTarget(): [
-            "Giraffe is child friendly at The Phoenix , is located near the Vegetarian Plaza .",
-            "Cocum is a restaurant a high priced of 3 of customer rating of 3 out . It is family friendly .",
+            "Giraffe is child friendly at The Waterman , is located near with a high customer ratings .",
+            "There is a restaurant a high priced of 3 of 5 1 out of 5 . It is located riverside .",
         ],
         ControlTarget(attribute=("food", "Italian")): [
             "Cocum is a family - friendly , is Italian located in the riverside area .",
-            "The Punter is is a family friendly restaurant Italian .",
+            "The Punter is is a family - friendly restaurant .",
         ],
         ControlTarget(pos=("PROPN", "AUX", "DET", "NOUN", "PUNCT")): [
             "Wildwood is a restaurant .",
             "Cocum is a restaurant .",
         ],
         ControlTarget(left="The Vaults is", right="in the city centre .", middle=6): [
-            "The Vaults is friendly at Indian restaurant , located in the city centre .",
-            "The Vaults is is a high priced food restaurant in the city centre .",
+            "The Vaults is friendly at a restaurant , located in the city centre .",
+            "The Vaults is is a high priced friendly restaurant in the city centre .",
         ],
     }
     for target, texts in want.items():
         assert pipe(2, target=target, settings=settings, seed=0) == texts
     assert pipe(2, settings=SampleSettings(steps=40, sampler="ddim"), seed=3) == [
-        "The Spice is a Italian friendly that customer rating with the price range is more more £ 30 .",
-        "Aromi is a Japanese coffee shop in and is customer rating of . Its is is friendly and food . It is located "
-        "near children .",
+        "The Eagle is a family friendly that customer rating with the price range is a 1 of 5 .",
+        "Aromi is a Japanese coffee shop in and is customer rating of . Its located is in the riverside . It is is near "
+        "priced .",
     ]
 
 
