@@ -70,10 +70,30 @@ def test_bellman_targets_hand_made_rollout():
     assert all(p.grad is not None for p in v.parameters())
 
 
-def test_recorded_states_match_teacher_forcing(lm):
+class _EndRowEarly(Control):
+    """Forces EOS on the call's row 1 from step 2, so that row leaves the batch while the others go on."""
+
+    name = "end-row-early"
+
+    def process_logits(self, logits, ctx):
+        eos = ctx.lm.tokenizer.eos_token_id
+        for j, index in enumerate(ctx.rows.prompt_index):
+            if index == 1 and ctx.step >= 2:
+                logits[j] = float("-inf")
+                logits[j, eos] = 0.0
+        return logits
+
+
+@pytest.mark.parametrize("early", [False, True])
+def test_recorded_states_match_teacher_forcing(lm, early):
+    """Each row's states are those a teacher-forced pass gives, also when a row finishes first and the engine
+    moves the others into its slot."""
     rec = StateRecorder()
-    out = generate(lm, PROMPTS, GenerationConfig(max_new_tokens=6), controls=[rec])
+    controls = [rec, _EndRowEarly()] if early else [rec]
+    out = generate(lm, PROMPTS, GenerationConfig(max_new_tokens=6), controls=controls)
     rows = rec.per_row()
+    if early:
+        assert rows[1].shape[0] == 3 and rows[0].shape[0] >= 4
     for i, p in enumerate(PROMPTS):
         ids = out.token_ids[i]
         assert rows[i].shape[0] in (len(ids), len(ids) + 1)  # +1 when the row ended with EOS

@@ -62,25 +62,29 @@ def hh_prompt_split(spec: str = "hh-rlhf:harmless-base", part: str = "train") ->
 
 
 class StateRecorder(Control):
-    """Records the edit-site state of every row at every step; edits nothing."""
+    """Records the edit-site state of every row at every step; edits nothing.
+
+    The engine calls a control only on the rows still running (a finished row leaves the batch and the others
+    move slots), so states are kept by each row's position in the ``generate`` call (``ctx.rows.prompt_index``),
+    not by its slot in the step's batch.
+    """
 
     name = "record-states"
 
     def __init__(self, site: str = "final") -> None:
         self.hidden_site = site
-        self.states: list[torch.Tensor] = []  # per step (B, d)
-        self.active: list[torch.Tensor] = []  # per step (B,) bool: the row was still generating
+        self.states: dict[int, list[torch.Tensor]] = {}  # call position -> per-step (d,) states
 
     def edit_hidden(self, h: torch.Tensor, ctx: StepContext) -> torch.Tensor:
-        self.states.append(h.detach().to(torch.float16).clone())
-        self.active.append(~ctx.finished.clone())
+        kept = h.detach().to(torch.float16).cpu()
+        for j, (index, done) in enumerate(zip(ctx.rows.prompt_index, ctx.finished.tolist(), strict=True)):
+            if not done:
+                self.states.setdefault(index, []).append(kept[j].clone())
         return h
 
     def per_row(self) -> list[torch.Tensor]:
-        """States of each row, (n_i, d), in step order."""
-        states = torch.stack(self.states, 1)  # (B, T, d)
-        active = torch.stack(self.active, 1)  # (B, T)
-        return [states[i][active[i]] for i in range(states.shape[0])]
+        """States of each row of the call, (n_i, d), in step order; rows in call order."""
+        return [torch.stack(self.states[i]) for i in sorted(self.states)]
 
 
 @dataclasses.dataclass
