@@ -319,8 +319,8 @@ def test_committed_artifact_samples_are_pinned() -> None:
         assert pipe(2, target=target, settings=settings, seed=0) == texts
     assert pipe(2, settings=SampleSettings(steps=40, sampler="ddim"), seed=3) == [
         "The Eagle is a family friendly that customer rating with the price range is a 1 of 5 .",
-        "Aromi is a Japanese coffee shop in and is customer rating of . Its located is in the riverside . It is is near "
-        "priced .",
+        "Aromi is a Japanese coffee shop in and is customer rating of . Its located is in the riverside . "
+        "It is is near priced .",
     ]
 
 
