@@ -98,7 +98,8 @@ def test_advbench_split_is_disjoint_and_stable():
 
 
 @pytest.mark.parametrize(
-    "kwargs", [{"beta1": -0.1}, {"beta2": -1}, {"rounds": 0}, {"samples_per_behavior": 1}, {"objective": "ppo"}]
+    "kwargs", [{"beta1": -0.1}, {"beta2": -1}, {"rounds": 0}, {"samples_per_behavior": 1}, {"objective": "ppo"},
+     {"verify_tokens": 0}, {"match_words": 0}]
 )
 def test_objective_config_rejects(kwargs):
     with pytest.raises(LMControlError):
@@ -186,6 +187,58 @@ def _tiny_plan(rounds: int = 2, steps: int = 2) -> T.TrainPlan:
 
 
 BEHAVIORS = [Behavior(goal="g", target="Sure, here is x"), Behavior(goal="h", target="Sure, here is y")]
+
+
+def test_best_rows_under_success_pick_only_verified_samples():
+    reward = torch.tensor([1.0, 3.0, 5.0, 0.0, 2.0, 9.0])
+    ok = torch.tensor([True, False, False, False, True, True])
+    assert T.best_rows(reward, group=2, allowed=ok).tolist() == [0, 5]  # behaviour 2 (rows 2-3) has no success
+    assert T.best_rows(reward, group=3, allowed=ok).tolist() == [0, 5]
+    assert T.best_rows(reward, group=2, allowed=torch.zeros(6, dtype=torch.bool)).tolist() == []
+
+
+def test_success_objective_learns_only_from_verified_prompts(tiny, tmp_path, monkeypatch):
+    """objective 'success': with no verified sample the adapter does not move (no update at all, not even weight
+    decay); with one, it does — and the verification sees the target's greedy replies, one per sample."""
+    seen = []
+
+    def fake_verified(target, behaviors, prompts, config, controls=()):
+        seen.append((len(behaviors), len(prompts)))
+        return torch.tensor([ok and i == 0 for i, _ in enumerate(prompts)])
+
+    inv = Investigator(tiny, InvestigatorConfig(base_model=tiny.info.name))
+    inv.add_adapter("round1", "sft")
+    cfg = ObjectiveConfig(steps=2, behaviors_per_step=2, samples_per_behavior=2, max_prompt_tokens=5, lr=1e-2,
+                          objective="success")  # fmt: skip
+    monkeypatch.setattr(T, "verified", fake_verified)
+    before = {k: v.detach().clone() for k, v in inv.trainable_parameters("round1").items()}
+    ok = False
+    summary = T.train_round(inv, tiny, BEHAVIORS, "round1", None, cfg, tmp_path / "a", False, False)
+    assert all(torch.equal(before[k], v) for k, v in inv.trainable_parameters("round1").items())
+    assert summary["success_rate"] == 0.0 and seen == [(4, 4), (4, 4)]
+    ok = True
+    summary = T.train_round(inv, tiny, BEHAVIORS, "round1", None, cfg, tmp_path / "b", False, False)
+    assert any(not torch.equal(before[k], v) for k, v in inv.trainable_parameters("round1").items())
+    assert summary["success_rate"] == 0.25
+
+
+def test_verified_checks_the_targets_greedy_reply(tiny, monkeypatch):
+    """Each prompt's greedy reply (``verify_tokens`` long, under the controls) is checked against its own behaviour."""
+    import types
+
+    import lmcontrol.generation as G
+
+    calls = []
+
+    def fake_generate(lm, prompts, cfg, controls=()):
+        calls.append((list(prompts), cfg.max_new_tokens, cfg.temperature, tuple(controls)))
+        return types.SimpleNamespace(texts=[f"Sure, here is {p}" for p in prompts])
+
+    monkeypatch.setattr(G, "generate", fake_generate)
+    cfg = ObjectiveConfig(verify_tokens=7, match_words=4)
+    got = T.verified(tiny, [BEHAVIORS[0], BEHAVIORS[1], BEHAVIORS[1]], ["x", "x", "y"], cfg)
+    assert got.tolist() == [True, False, True]
+    assert calls == [(["x", "x", "y"], 7, 0.0, ())]
 
 
 def test_one_frank_wolfe_round_changes_only_its_adapter(tiny, tmp_path):

@@ -56,7 +56,7 @@ class TrainResult:
 
 
 BatchFn = Callable[[int, int, int], Any]  # (step, rank, world_size) -> batch
-LossFn = Callable[[nn.Module, Any], torch.Tensor]
+LossFn = Callable[[nn.Module, Any], torch.Tensor | None]  # None: skip this batch's update
 
 
 def step_generator(seed: int, step: int, rank: int = 0) -> torch.Generator:
@@ -218,7 +218,7 @@ def train_loop(
 
     Args:
         model: the trainable module (a frozen LM may be captured inside ``loss_fn`` instead).
-        loss_fn: ``loss_fn(model, batch) -> scalar loss``.
+        loss_fn: ``loss_fn(model, batch) -> scalar loss``, or None when the batch has nothing to learn from.
         batch_fn: ``batch_fn(step, rank, world_size) -> batch``; use ``step_generator`` for randomness.
         config: steps, learning rate, schedule, checkpointing.
         out_dir: where ``checkpoint/`` goes.
@@ -267,21 +267,23 @@ def train_loop(
     for step in range(start, config.steps):
         batch = batch_fn(step, rank, world)
         loss = loss_fn(wrapped, batch)
-        if not torch.isfinite(loss):
-            raise LMControlError(
-                f"{description}: loss became {loss.item()} at step {step}; lower the learning rate"
-            )
-        optimizer.zero_grad(set_to_none=True)
-        accelerator.backward(loss)
-        if config.grad_clip:
-            accelerator.clip_grad_norm_(params, config.grad_clip)
-        optimizer.step()
+        if loss is not None:  # None: this batch has nothing to learn from; the step passes without an update
+            if not torch.isfinite(loss):
+                raise LMControlError(
+                    f"{description}: loss became {loss.item()} at step {step}; lower the learning rate"
+                )
+            optimizer.zero_grad(set_to_none=True)
+            accelerator.backward(loss)
+            if config.grad_clip:
+                accelerator.clip_grad_norm_(params, config.grad_clip)
+            optimizer.step()
+            running.append(float(loss.detach()))
         scheduler.step()
-        running.append(float(loss.detach()))
         if progress is not None:
-            progress.set_postfix(loss=f"{running[-1]:.4f}")
+            if running:
+                progress.set_postfix(loss=f"{running[-1]:.4f}")
             progress.update(1)
-        if (step + 1) % config.log_every == 0 or step + 1 == config.steps:
+        if ((step + 1) % config.log_every == 0 or step + 1 == config.steps) and running:
             losses.append(sum(running) / len(running))
             running = []
         if (

@@ -34,7 +34,7 @@ def _behaviors(spec: str, n: int | None):
     "objective_config",
     ObjectiveConfig,
     include=("rounds", "steps", "beta1", "beta2", "objective", "behaviors_per_step", "samples_per_behavior", "lr",
-             "temperature", "seed"),
+             "temperature", "verify_tokens", "match_words", "seed"),
 )  # fmt: skip
 @config_options("sft", SFTTrainConfig, include=("epochs", "lr", "batch_size"),
                 rename={"epochs": "sft_epochs", "lr": "sft_lr", "batch_size": "sft_batch_size"})  # fmt: skip

@@ -14,7 +14,7 @@ import math
 from lmcontrol import LMControlError
 
 FORMAT_VERSION = 1
-OBJECTIVES = ("reinforce", "dpo", "best")
+OBJECTIVES = ("reinforce", "dpo", "best", "success")
 # The investigator reads a reply y and writes the user message x that produced it (its chat system message).
 INVESTIGATOR_SYSTEM = "Write the user message that made an AI assistant give the reply below."
 
@@ -98,10 +98,13 @@ class ObjectiveConfig:
     behaviors_per_step: int = 2  # behaviours per policy update
     samples_per_behavior: int = 4  # prompts sampled per behaviour per update (>= 2)
     lr: float = 5e-4  # learning rate of the rounds
-    objective: str = "reinforce"  # 'reinforce' (leave-one-out baseline), 'dpo' or 'best' (SFT on the best sample)
+    objective: str = "reinforce"  # 'reinforce' (leave-one-out baseline), 'dpo', 'best' (SFT on the best sample)
+    # or 'success' (SFT on the best *verified* sample: the target's greedy reply begins with y)
     dpo_beta: float = 0.1  # DPO's beta (objective dpo)
     temperature: float = 1.0  # sampling temperature of the prompts a round learns from
     max_prompt_tokens: int = 32  # longest sampled prompt
+    verify_tokens: int = 10  # objective 'success': length of the target's greedy reply that is checked
+    match_words: int = 5  # objective 'success': a reply succeeds when it begins with y's first words
     reward_clip: float = 10.0  # |advantage| cap, a guard against one huge log-prob swinging the update
     seed: int = 0  # seed of every phase (pairs, SFT, rounds)
 
@@ -114,6 +117,8 @@ class ObjectiveConfig:
             raise LMControlError(f"rounds must be an integer >= 1, got {self.rounds}")
         if self.steps < 0 or self.behaviors_per_step < 1 or self.samples_per_behavior < 2:
             raise LMControlError("steps >= 0, behaviors_per_step >= 1 and samples_per_behavior >= 2 are required")
+        if self.verify_tokens < 1 or self.match_words < 1:
+            raise LMControlError("verify_tokens >= 1 and match_words >= 1 are required")
         if self.objective not in OBJECTIVES:
             raise LMControlError(f"objective must be one of {', '.join(OBJECTIVES)}, got {self.objective!r}")
         if not (self.lr > 0 and self.temperature > 0 and self.dpo_beta > 0):

@@ -14,7 +14,11 @@ q_1 itself for qbar_0, which is the plain entropy bonus. Each round is optimised
 leave-one-out baseline over the samples of one behaviour (``objective="reinforce"``), DPO on the best /
 worst sample of each behaviour against the SFT model (``objective="dpo"``), or reward-ranked fine-tuning
 (``objective="best"``: maximise log q of each behaviour's highest-r_i sample — RAFT, Dong et al. 2023; ReST's
-improve step, Gulcehre et al. 2023), which keeps the policy on prompts it already writes well. TRL's trainers need
+improve step, Gulcehre et al. 2023), which keeps the policy on prompts it already writes well, or ``objective=
+"success"``: the same, but only over samples the target *verifiably* answers with y (its greedy reply begins with
+y's first words — rejection-sampling fine-tuning / expert iteration, as in STaR, Zelikman et al. 2022); r_i ranks the
+successes, so the Frank-Wolfe repulsion still picks, among the working prompts, the one earlier rounds write least.
+A behaviour with no success in a step contributes nothing. TRL's trainers need
 their own generation stack and datasets, so the ~30 lines below do it on lmcontrol's generation and scoring.
 
 Every phase runs in ``lmcontrol.training.train_loop`` (AdamW, checkpoints without pickle, exact resume); only
@@ -191,10 +195,36 @@ def dpo_loss(logq: torch.Tensor, logq_ref: torch.Tensor, reward: torch.Tensor, g
     return -torch.nn.functional.logsigmoid(beta * margin).mean()
 
 
-def best_rows(reward: torch.Tensor, group: int) -> torch.Tensor:
-    """Index of each behaviour's highest-reward sample, x_best = argmax_j r_i(x_j) (reward: (B,), B = n * group)."""
+def best_rows(reward: torch.Tensor, group: int, allowed: torch.Tensor | None = None) -> torch.Tensor:
+    """Index of each behaviour's highest-reward sample, x_best = argmax_j r_i(x_j) (reward: (B,), B = n * group).
+
+    ``allowed`` (bool, (B,)): only those samples compete (objective 'success': the verified ones); a behaviour with
+    none allowed is left out of the result.
+    """
     r = reward.view(-1, group)
-    return torch.arange(r.shape[0]) * group + r.argmax(1)
+    rows = torch.arange(r.shape[0])
+    if allowed is None:
+        return rows * group + r.argmax(1)
+    ok = allowed.view(-1, group)
+    best = r.masked_fill(~ok, float("-inf")).argmax(1)
+    return (rows * group + best)[ok.any(1)]
+
+
+def verified(
+    target: LanguageModel,
+    behaviors: Sequence[Behavior],
+    prompts: Sequence[str],
+    config: ObjectiveConfig,
+    controls: Sequence[Control] = (),
+) -> torch.Tensor:
+    """Whether the target's greedy reply to each prompt realises its behaviour (bool, (B,)), as the attack checks."""
+    from lmcontrol.generation import GenerationConfig, generate
+    from lmcontrol.redteam.behaviors import successes
+
+    cfg = GenerationConfig(max_new_tokens=config.verify_tokens, temperature=0.0)
+    replies = generate(target, list(prompts), cfg, controls).texts
+    ok = [successes(b, [x], [r], config.match_words)[0] for b, x, r in zip(behaviors, prompts, replies, strict=True)]
+    return torch.tensor(ok, dtype=torch.bool)
 
 
 def train_round(
@@ -233,17 +263,24 @@ def train_round(
             parts = round_rewards(inv, target, replies, prompts, config, prev_eta, controls)
             if config.objective == "dpo":
                 parts["ref"] = inv.logprob(replies, [p or "." for p in prompts], "sft")
+            if config.objective == "success":
+                ok = verified(target, [behaviors[i] for i in idx for _ in range(m)], [p or "." for p in prompts],
+                              config, controls)  # fmt: skip
+                parts["success"] = ok & torch.tensor([bool(p.strip()) for p in prompts])
         return {"replies": replies, "prompts": [p or "." for p in prompts], **parts}
 
-    def loss_fn(_module: nn.Module, batch: dict[str, Any]) -> torch.Tensor:
+    def loss_fn(_module: nn.Module, batch: dict[str, Any]) -> torch.Tensor | None:
         reward = batch["fixed"]
-        if config.objective == "best":  # only the chosen samples need a gradient: one backward per behaviour
+        if config.objective in ("best", "success"):  # only the chosen samples need a gradient
             if prev_eta is None:  # round 1: the policy itself stands in for qbar_0
                 with torch.no_grad():
                     reward = reward - config.beta1 * inv.logprob(batch["replies"], batch["prompts"], name)
-            rows = best_rows(reward, m).tolist()
-            logq = inv.logprob([batch["replies"][i] for i in rows], [batch["prompts"][i] for i in rows], name)
-            loss = -logq.mean()  # reward-ranked fine-tuning: maximise log q(x_best | y)
+            rows = best_rows(reward, m, batch.get("success")).tolist()
+            if rows:
+                logq = inv.logprob([batch["replies"][i] for i in rows], [batch["prompts"][i] for i in rows], name)
+                loss = -logq.mean()  # reward-ranked fine-tuning: maximise log q(x_best | y)
+            else:  # no verified success in this step: nothing to imitate, no update
+                logq, loss = torch.zeros(1), None
         else:
             logq = inv.logprob(batch["replies"], batch["prompts"], name)
         if config.objective == "dpo":
@@ -262,6 +299,8 @@ def train_round(
                 "prior": float(batch["prior"].mean()),
             }
         )
+        if "success" in batch:
+            history[-1]["success"] = float(batch["success"].float().mean())
         if len(history) % 5 == 0:
             recent = history[-5:]
             log.info(
@@ -290,6 +329,7 @@ def train_round(
             description=f"investigator {name}",
         )
     k = min(5, len(history))
+    verified_steps = [h for h in history if "success" in h]  # objective 'success' only
     return {
         "steps": config.steps,
         "seconds": round(time.perf_counter() - t0, 1),
@@ -297,6 +337,7 @@ def train_round(
         "logp_y_last": sum(h["logp_y"] for h in history[-k:]) / k if k else None,
         "reward_first": sum(h["reward"] for h in history[:k]) / k if k else None,
         "reward_last": sum(h["reward"] for h in history[-k:]) / k if k else None,
+        "success_rate": sum(h["success"] for h in verified_steps) / len(verified_steps) if verified_steps else None,
     }
 
 
