@@ -40,10 +40,10 @@ Resume = Annotated[bool, typer.Option("--resume", help="Continue from the checkp
 Model = Annotated[str | None, typer.Option(help="Base LM (HF id or path; default: the embedded SmolLM2-135M).")]
 
 
-def check_resume(out: Path, resume: bool, checkpoint: str = "checkpoint") -> None:
+def check_resume(out: Path, resume: bool, checkpoint: str = "checkpoint", hint: str = "") -> None:
     """``--resume`` without a checkpoint in ``out/checkpoint`` fails in one line, before any model loads."""
     if resume and not (Path(out) / checkpoint / "state.json").is_file():
-        raise LMControlError(f"--resume: no checkpoint in {Path(out) / checkpoint}")
+        raise LMControlError(f"--resume: no checkpoint in {Path(out) / checkpoint}{hint}")
 
 
 # ---------------------------------------------------------------------------------------------------------

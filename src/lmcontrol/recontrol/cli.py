@@ -77,7 +77,7 @@ def train_recontrol(
 
     if n_prompts < 1:
         raise LMControlError("--n-prompts must be >= 1")
-    check_resume(work_dir / "value", resume)
+    check_resume(work_dir / "value", resume, hint=" (rollouts resume by re-running the same command without --resume)")
     run_training(
         rollout=dataclasses.replace(rollout, seed=train.seed),
         value=value,
