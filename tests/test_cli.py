@@ -91,6 +91,14 @@ def test_missing_data_names_path(tmp_path, monkeypatch):
         load_dataset("sst2", split="dev")
 
 
+def test_bad_log_level_is_one_line(cli, monkeypatch):
+    monkeypatch.setenv("LMCONTROL_LOG_LEVEL", "chatty")
+    code, _, err = cli("controls")
+    assert code == 2 and err.strip().splitlines() == [
+        "error: LMCONTROL_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, got 'CHATTY'"
+    ]
+
+
 def test_help_is_fast():
     t0 = time.perf_counter()
     proc = subprocess.run([sys.executable, "-m", "lmcontrol", "--help"], capture_output=True, text=True)

@@ -46,6 +46,18 @@ def test_loss_decreases_and_checkpoint_is_pickle_free(tmp_path):
     assert files == ["optimizer.safetensors", "state.json", "weights.safetensors"]
 
 
+def test_a_none_loss_skips_the_update(tmp_path):
+    """loss_fn may return None (nothing to learn from a batch): no optimizer step, not even weight decay."""
+    model = make_model()
+    before = [p.detach().clone() for p in model.parameters()]
+    cfg = TrainConfig(steps=4, lr=3e-2, weight_decay=0.1, checkpoint_every=2, log_every=2, progress=False)
+    res = train_loop(model, lambda m, b: None, batch_fn, cfg, tmp_path / "none")
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True)) and res.losses == []
+    skip_odd = lambda m, b: None if int(b[0][0, 0] * 1e6) % 2 else loss_fn(m, b)  # noqa: E731
+    res = train_loop(make_model(), skip_odd, batch_fn, cfg, tmp_path / "some")
+    assert all(torch.isfinite(torch.tensor(x)) for x in res.losses)
+
+
 def test_resume_is_exact(tmp_path):
     full = make_model()
     train_loop(full, loss_fn, batch_fn, CFG, tmp_path / "full")

@@ -37,7 +37,11 @@ def _quiet_libraries() -> None:
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    # LMCONTROL_LOG_LEVEL=INFO shows the trainers' progress lines (rewards, success rates) on long runs
+    level = os.environ.get("LMCONTROL_LOG_LEVEL", "WARNING").upper()
+    if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise LMControlError(f"LMCONTROL_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, got {level!r}")
+    logging.basicConfig(level=getattr(logging, level), format="%(levelname)s %(name)s: %(message)s")
     for noisy in ("huggingface_hub", "transformers", "accelerate", "sentence_transformers"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
     if "transformers" in sys.modules:  # imported before us (tests, notebooks): the env var came too late
@@ -263,9 +267,9 @@ def _usage_message(e: BaseException) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Console-script entry point: one-line errors on stderr, exit code 2 for bad input (usage errors too)."""
-    _quiet_libraries()
     usage_errors, aborts = _usage_error_types(), _abort_types()
     try:
+        _quiet_libraries()
         _register_plugins()
         app(args=argv, standalone_mode=False, prog_name="lmcontrol")
     except LMControlError as e:
