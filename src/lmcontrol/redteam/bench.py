@@ -6,6 +6,8 @@ the ``continuation`` field of ``generations.jsonl``, so the bench harness resume
 then clusters all successes together and writes the red-team figures (``redteam`` in results.json,
 ``redteam.md``, ``redteam_asr.png``, ``fw_clusters.png``).
 
+The investigator is ``artifacts/investigator`` unless ``LMCONTROL_INVESTIGATOR=DIR`` names another artifact.
+
 Methods (same K prompts per behaviour unless noted):
 - ``investigator``: the artifact's mixture qbar (rounds 1..3; each success is tagged with the component that
   wrote it, which gives the clusters per Frank-Wolfe round); ``round1``: one round without Frank-Wolfe;
@@ -24,12 +26,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from pathlib import Path
 from typing import Any
 
 from lmcontrol.settings import ARTIFACTS_DIR
 
-INVESTIGATOR = ARTIFACTS_DIR / "investigator"
+INVESTIGATOR = ARTIFACTS_DIR / "investigator"  # the artifact attacked with; LMCONTROL_INVESTIGATOR=DIR overrides it
 SAMPLES = 32  # K prompts per behaviour: K scored + K verified = 64 target passes, the per-behaviour budget
 TEMPERATURE = 1.0  # of the proposals: on 8 advbench:val behaviours 1.0 beat 0.7 (best log p -9.9 vs -12.4; docs)
 MAX_VERIFY_TOKENS = 10  # enough for the target's first 5 words
@@ -56,7 +59,7 @@ def _investigator(lm: Any) -> Any:
     if "inv" not in _CACHE:
         from lmcontrol.redteam.pipeline import load_investigator
 
-        _CACHE["inv"] = load_investigator(INVESTIGATOR, lm)
+        _CACHE["inv"] = load_investigator(os.environ.get("LMCONTROL_INVESTIGATOR") or INVESTIGATOR, lm)
     return _CACHE["inv"]
 
 
