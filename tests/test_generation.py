@@ -51,6 +51,19 @@ def test_seeded_sampling_reproducible(tiny):
     assert a != c
 
 
+def test_a_repeated_prompt_gets_distinct_samples(tiny):
+    """Sampling the same prompt k times in one call gives k samples (RE-Control's rollouts, best-of by hand), and
+    the first copy is what the prompt alone gives (a prompt's sample does not depend on its batch mates)."""
+    cfg = GenerationConfig(max_new_tokens=10, temperature=1.0, seed=3)
+    out = generate(tiny, [PROMPTS[0]] * 4 + [PROMPTS[1]], cfg).token_ids
+    assert len({tuple(t) for t in out[:4]}) == 4
+    assert out[0] == generate(tiny, [PROMPTS[0]], cfg).token_ids[0]
+    assert out[4] == generate(tiny, [PROMPTS[1]], cfg).token_ids[0]
+    assert generate(tiny, [PROMPTS[0]] * 4 + [PROMPTS[1]], cfg).token_ids == out  # seeded: reproducible
+    greedy = generate(tiny, [PROMPTS[0]] * 2, GenerationConfig(max_new_tokens=6)).token_ids
+    assert greedy[0] == greedy[1]
+
+
 class AddVector(Control):
     def __init__(self, vec: torch.Tensor, site: str = "final"):
         self.vec, self.hidden_site, self.calls = vec, site, 0

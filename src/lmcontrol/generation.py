@@ -19,6 +19,7 @@ from lmcontrol import LMControlError
 from lmcontrol import hf_adapter as hf
 from lmcontrol.controls import Control, SoftPrompt
 from lmcontrol.engine import Engine, Request, SamplingParams
+from lmcontrol.engine.sampling import repeat_seed
 from lmcontrol.engine.state import parse_site  # noqa: F401  (the hidden-site grammar, re-exported)
 from lmcontrol.models import LanguageModel
 
@@ -170,7 +171,8 @@ def generate(
     Args:
         lm: the model bundle from ``lmcontrol.models.load_lm``.
         prompts: user prompts (non-empty strings); with ``config.chat`` they are wrapped in the chat template.
-        config: decoding settings (shared by every prompt; each prompt gets its own seeded generator).
+        config: decoding settings (shared by every prompt; each prompt gets its own seeded generator, so its
+            sample does not depend on the other prompts; a prompt given k times gets k distinct samples).
         controls: controls applied together (see ``lmcontrol.controls``).
         row_meta: optional per-prompt dicts handed to controls (e.g. ``{"prefix": "e2e"}`` for a prefix library).
     """
@@ -180,13 +182,13 @@ def generate(
     n_cand = max([c.num_candidates for c in controls] + [1])
     engine = Engine(lm, max_batch_size=len(prompts) * n_cand, max_queue=len(prompts))
     params = config.sampling_params()
-    handles = [
-        engine.submit(
-            Request(prompt=p, params=params, controls=controls, chat=config.chat, system=config.system, meta=m),
-            index=i,
-        )
-        for i, (p, m) in enumerate(zip(prompts, meta, strict=True))
-    ]
+    copies: dict[str, int] = {}  # a prompt repeated in the call samples with a seed derived from (seed, copy)
+    handles = []
+    for i, (p, m) in enumerate(zip(prompts, meta, strict=True)):
+        k = copies[p] = copies.get(p, -1) + 1
+        row_params = dataclasses.replace(params, seed=repeat_seed(params.seed, k)) if k else params
+        request = Request(p, params=row_params, controls=controls, chat=config.chat, system=config.system, meta=m)
+        handles.append(engine.submit(request, index=i))
     engine.run_until_idle()
     outs = [h.result() for h in handles]
     for o in outs:

@@ -15,6 +15,15 @@ def row_generator(seed: int | None, key: int, device: torch.device) -> torch.Gen
     return torch.Generator(device=device).manual_seed(state)
 
 
+def repeat_seed(seed: int | None, repeat: int) -> int | None:
+    """The seed of the ``repeat``-th copy (0-based) of one prompt in one batch call: the seed itself for the first
+    copy, one derived from (seed, repeat) for the others — repeated prompts get distinct samples, and a prompt's
+    first sample still never depends on its batch mates."""
+    if seed is None or repeat == 0:
+        return seed
+    return int(np.random.SeedSequence([seed, 0x5EED, repeat]).generate_state(1, dtype=np.uint64)[0] >> 1)
+
+
 def filter_logits(logits: torch.Tensor, temperature: float, top_k: int, top_p: float) -> torch.Tensor:
     """One row's logits (V,) after temperature, top-k and top-p (nucleus) filtering."""
     logits = logits.float() / temperature
