@@ -286,6 +286,24 @@ def test_training_resumes_after_interrupt(tiny, tmp_path, monkeypatch):
     assert torch.allclose(re.logprob(ys, xs, "round2").detach(), inv.logprob(ys, xs, "round2").detach(), atol=0.05)
 
 
+def test_each_round_samples_from_its_own_seed(tiny, tmp_path, monkeypatch):
+    """Round i draws from seed + i - 1, so the rounds do not all start from round 1's samples."""
+    monkeypatch.setattr(
+        sft_data, "generate_pairs", lambda *a, **k: [{"prompt": f"Say {i}", "response": f"Ok {i}"} for i in range(6)]
+    )
+    seeds = []
+
+    def record(inv, target, behaviors, name, prev, config, *a, **k):
+        seeds.append((name, config.seed))
+        return {"steps": 0}
+
+    monkeypatch.setattr(T, "train_round", record)
+    T.train_investigator(tiny, _tiny_plan(rounds=3, steps=0), tmp_path, behaviors=BEHAVIORS, progress=False)
+    assert seeds == [("round1", 0), ("round2", 1), ("round3", 2)]
+    phases = json.loads((tmp_path / "checkpoint" / "phases.json").read_text())
+    assert phases["round3"]["seed"] == 2 and phases["round3"]["beta1"] == ObjectiveConfig().beta1
+
+
 def test_sft_from_reuses_a_trained_reverse_model(tiny, tmp_path, monkeypatch):
     """--sft-from: the rounds are retrained (here under 'best') on the SFT adapter of another artifact, with no
     pair generation and no SFT."""

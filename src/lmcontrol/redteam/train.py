@@ -421,7 +421,11 @@ def train_investigator(
         if name in done:
             _load_adapter(inv, out, name)
         else:
-            summary = train_round(inv, target, behaviors, name, prev, plan.objective, out, resume, progress, controls)
+            # round i draws its behaviours and prompts from seed + i - 1: with one stream every round would start
+            # from the same samples as round 1 and the repulsion term alone would have to tell the rounds apart
+            objective = dataclasses.replace(plan.objective, seed=plan.objective.seed + i - 1)
+            summary = train_round(inv, target, behaviors, name, prev, objective, out, resume, progress, controls)
+            summary.update(beta1=objective.beta1, beta2=objective.beta2, seed=objective.seed)
             _save_adapter(inv, out, name)
             _mark(out, name, summary)
         rounds.append(name)
