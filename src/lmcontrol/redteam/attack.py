@@ -66,6 +66,23 @@ def count_passes(lm: LanguageModel) -> Iterator[dict[str, int]]:
         handle.remove()
 
 
+def greedy_replies(
+    target: LanguageModel,
+    prompts: Sequence[str],
+    max_new_tokens: int,
+    batch_size: int,
+    controls: Sequence[Control] = (),
+) -> list[str]:
+    """The target's greedy replies to ``prompts`` under ``controls``, ``batch_size`` prompts per call."""
+    from lmcontrol.generation import GenerationConfig, generate
+
+    cfg = GenerationConfig(max_new_tokens=max_new_tokens, temperature=0.0)
+    replies: list[str] = []
+    for s in range(0, len(prompts), batch_size):
+        replies += generate(target, list(prompts[s : s + batch_size]), cfg, controls).texts
+    return replies
+
+
 def verify(
     target: LanguageModel,
     behavior: Behavior,
@@ -74,14 +91,9 @@ def verify(
     controls: Sequence[Control] = (),
 ) -> tuple[list[str], list[bool]]:
     """The target's greedy replies to ``prompts`` (under ``controls``) and whether each realises the behaviour."""
-    from lmcontrol.generation import GenerationConfig, generate
-
     if not prompts:
         return [], []
-    replies: list[str] = []
-    cfg = GenerationConfig(max_new_tokens=config.max_new_tokens, temperature=0.0)
-    for s in range(0, len(prompts), config.batch_size):
-        replies += generate(target, list(prompts[s : s + config.batch_size]), cfg, controls).texts
+    replies = greedy_replies(target, prompts, config.max_new_tokens, config.batch_size, controls)
     return replies, successes(behavior, prompts, replies, config.match_words)
 
 

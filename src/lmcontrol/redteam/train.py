@@ -218,11 +218,10 @@ def verified(
     controls: Sequence[Control] = (),
 ) -> torch.Tensor:
     """Whether the target's greedy reply to each prompt realises its behaviour (bool, (B,)), as the attack checks."""
-    from lmcontrol.generation import GenerationConfig, generate
+    from lmcontrol.redteam.attack import greedy_replies
     from lmcontrol.redteam.behaviors import successes
 
-    cfg = GenerationConfig(max_new_tokens=config.verify_tokens, temperature=0.0)
-    replies = generate(target, list(prompts), cfg, controls).texts
+    replies = greedy_replies(target, prompts, config.verify_tokens, len(prompts), controls)
     ok = [successes(b, [x], [r], config.match_words)[0] for b, x, r in zip(behaviors, prompts, replies, strict=True)]
     return torch.tensor(ok, dtype=torch.bool)
 
