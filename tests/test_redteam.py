@@ -362,6 +362,21 @@ def test_attack_loop_counts_passes_and_keeps_verified_successes(tiny, monkeypatc
         assert all(A.verify(tiny, beh, [p], cfg)[1][0] for p in ok)
 
 
+def test_attack_tags_each_success_with_the_mixture_component_that_wrote_it(tiny, monkeypatch):
+    """The Frank-Wolfe figures count successes per round, so a mixture proposer's tags must reach the record."""
+    from lmcontrol.redteam import attack as A
+
+    monkeypatch.setattr(A, "verify", lambda t, b, prompts, c, ctl=(): (["Sure"] * len(prompts), [True] * len(prompts)))
+
+    def propose(b, k, seed, around):
+        propose.components = {"p1": "round1", "p2": "round2"}
+        return ["p1", "p2", "p3"]
+
+    res = A.attack_behavior(tiny, BEHAVIORS[0], propose, AttackConfig(samples=3, verify_top=3, max_new_tokens=4))
+    tags = {d["prompt"]: d.get("component") for d in res.successes}
+    assert tags == {"p1": "round1", "p2": "round2", "p3": None}
+
+
 def test_strategies_cluster_and_self_bleu():
     from lmcontrol.redteam.strategies import cluster_prompts, mean_se, self_bleu
 

@@ -133,9 +133,12 @@ def attack_behavior(
             top = order[: config.verify_top] if config.verify_top else []
             replies, ok = verify(target, behavior, [cands[i] for i in top], config, controls)
             own_passes += (len(cands) if behavior.target is not None else 0) + len(top)
+            written_by = getattr(propose, "components", {})  # mixture proposers: prompt -> the component
             for i, reply, hit in zip(top, replies, ok, strict=True):
                 if hit:
                     found[cands[i]] = {"prompt": cands[i], "reply": reply, "logp": logp[i]}
+                    if cands[i] in written_by:
+                        found[cands[i]]["component"] = written_by[cands[i]]
     return BehaviorResult(
         behavior=behavior.name,
         target=behavior.target,
