@@ -412,6 +412,23 @@ def test_committed_investigator_loads_and_samples(embedded):
     assert len(out) == 4 and sum(bool(x.strip()) for x in out) >= 3
 
 
+@pytest.mark.slow
+def test_committed_investigator_elicits_a_held_out_behaviour(embedded):
+    """The committed mixture finds a verified success on a held-out AdvBench behaviour with 16 samples (it found
+    10 of 10 with 32 in the benchmark); the feature is broken if it finds none."""
+    from lmcontrol.redteam.attack import attack_behavior, investigator_proposer
+    from lmcontrol.redteam.behaviors import advbench_split
+
+    if not (ARTIFACT / "config.json").is_file():
+        pytest.skip("no committed investigator artifact")
+    behavior = advbench_split("test")[0]
+    inv = Investigator.load(ARTIFACT, embedded)
+    cfg = AttackConfig(samples=16, verify_top=16, max_new_tokens=10, temperature=1.0)
+    res = attack_behavior(embedded, behavior, investigator_proposer(inv, cfg), cfg)
+    assert res.success and res.target_passes <= 32
+    assert all(d["reply"] and d.get("component", "").startswith("round") for d in res.successes)
+
+
 def test_summary_and_frank_wolfe_clusters():
     from lmcontrol.redteam.bench import frank_wolfe_clusters
     from lmcontrol.redteam.report import summarize
