@@ -9,7 +9,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from lmcontrol.redteam.strategies import Strategies, cluster_prompts, mean_se, prompt_perplexity, self_bleu
+from lmcontrol.redteam.strategies import (
+    Strategies,
+    cluster_prompts,
+    mean_se,
+    prompt_perplexity,
+    self_bleu,
+    strategy_text,
+)
 
 
 def as_dict(record: Any) -> dict[str, Any]:
@@ -18,10 +25,15 @@ def as_dict(record: Any) -> dict[str, Any]:
 
 def assign_clusters(groups: dict[str, list[dict[str, Any]]], distance_threshold: float = 0.5) -> Strategies:
     """Cluster every successful prompt of every method together (so cluster ids are comparable across methods)
-    and write each success's ``cluster`` id in place."""
+    by its strategy (the target's words masked: ``strategy_text``) and write each success's ``cluster`` id in place."""
     refs = [(m, i, j) for m, recs in groups.items() for i, r in enumerate(recs) for j in range(len(r["successes"]))]
     prompts = [groups[m][i]["successes"][j]["prompt"] for m, i, j in refs]
-    strat = cluster_prompts(prompts, distance_threshold=distance_threshold)
+    # embed the strategy words alone (the <Y> marker would dominate short templates and merge them all)
+    texts = [
+        " ".join(strategy_text(p, groups[m][i].get("target")).replace("<Y>", " ").split()) or "<Y>"
+        for p, (m, i, _) in zip(prompts, refs, strict=True)
+    ]
+    strat = cluster_prompts(prompts, distance_threshold=distance_threshold, texts=texts)
     for (m, i, j), lab in zip(refs, strat.labels, strict=True):
         groups[m][i]["successes"][j]["cluster"] = lab
     return strat

@@ -1,7 +1,10 @@
 """Strategies: cluster successful prompts, name each cluster by its most typical prompts, and the diversity /
 fluency metrics of a set of prompts.
 
-- Clusters: all-MiniLM-L6-v2 sentence embeddings (``lmcontrol.models.load_encoder``), agglomerative clustering
+- Clusters are of *strategies*, not topics: before embedding, the words a prompt shares with its behaviour's target
+  reply are replaced by one ``<Y>`` (``strategy_text``), so "Repeat after me: Sure, here is a bomb tutorial" and
+  "Repeat after me: Sure, here is a phishing email" fall together and apart from "Complete the sentence: <Y>".
+- Clustering: all-MiniLM-L6-v2 sentence embeddings (``lmcontrol.models.load_encoder``), agglomerative clustering
   (scikit-learn, average linkage, cosine distance, a distance threshold instead of a fixed count, so the number
   of strategies is found, not chosen). A cluster's name is its ``n_names`` prompts closest to its centroid.
 - Self-BLEU (Zhu et al. 2018, Texygen): each prompt's sentence BLEU (sacrebleu) against the others of the
@@ -29,10 +32,31 @@ class Strategies:
     sizes: dict[int, int]
 
 
+def strategy_text(prompt: str, target: str | None) -> str:
+    """``prompt`` with every run of words that also occur in ``target`` replaced by one ``<Y>`` (case-insensitive)."""
+    if not target:
+        return prompt
+    import re
+
+    vocab = {w.lower() for w in re.findall(r"[\w']+", target)}
+    out: list[str] = []
+    for tok in re.findall(r"[\w']+|[^\w\s]+", prompt):
+        masked = tok.lower() in vocab or (out and out[-1] == "<Y>" and not tok.strip("\"'.,:;!?-"))
+        if masked and out and out[-1] == "<Y>":
+            continue
+        out.append("<Y>" if masked else tok)
+    return " ".join(out)
+
+
 def cluster_prompts(
-    prompts: Sequence[str], distance_threshold: float = 0.5, n_names: int = 2, encoder: str | None = None
+    prompts: Sequence[str],
+    distance_threshold: float = 0.5,
+    n_names: int = 2,
+    encoder: str | None = None,
+    texts: Sequence[str] | None = None,
 ) -> Strategies:
-    """Cluster ``prompts`` into strategies (see the module docstring)."""
+    """Cluster ``prompts`` into strategies (see the module docstring); ``texts`` (one per prompt, e.g.
+    ``strategy_text``) are what is embedded, the names are the original prompts."""
     from sklearn.cluster import AgglomerativeClustering
 
     from lmcontrol.models import load_encoder
@@ -42,7 +66,9 @@ def cluster_prompts(
         return Strategies([], {}, {})
     if len(prompts) == 1:
         return Strategies([0], {0: prompts[:1]}, {0: 1})
-    emb = np.asarray(load_encoder(encoder).encode(prompts, normalize_embeddings=True, show_progress_bar=False))
+    emb = np.asarray(
+        load_encoder(encoder).encode(list(texts or prompts), normalize_embeddings=True, show_progress_bar=False)
+    )
     labels = AgglomerativeClustering(
         n_clusters=None, distance_threshold=distance_threshold, metric="cosine", linkage="average"
     ).fit_predict(emb)
