@@ -28,9 +28,9 @@ def assign_clusters(groups: dict[str, list[dict[str, Any]]], distance_threshold:
     by its strategy (the target's words masked: ``strategy_text``) and write each success's ``cluster`` id in place."""
     refs = [(m, i, j) for m, recs in groups.items() for i, r in enumerate(recs) for j in range(len(r["successes"]))]
     prompts = [groups[m][i]["successes"][j]["prompt"] for m, i, j in refs]
-    # embed the strategy words alone (the <Y> marker would dominate short templates and merge them all)
+    # embed the strategy words alone (a marker would dominate short templates and merge them all)
     texts = [
-        " ".join(strategy_text(p, groups[m][i].get("target")).replace("<Y>", " ").split()) or "<Y>"
+        strategy_text(p, groups[m][i].get("target"), marker="") or "<Y>"
         for p, (m, i, _) in zip(prompts, refs, strict=True)
     ]
     strat = cluster_prompts(prompts, distance_threshold=distance_threshold, texts=texts)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -32,20 +33,21 @@ class Strategies:
     sizes: dict[int, int]
 
 
-def strategy_text(prompt: str, target: str | None) -> str:
-    """``prompt`` with every run of words that also occur in ``target`` replaced by one ``<Y>`` (case-insensitive)."""
+def strategy_text(prompt: str, target: str | None, marker: str = "<Y>") -> str:
+    """``prompt`` with every run of words that also occur in ``target`` (and the punctuation inside or right after
+    the run) replaced by one ``marker`` (case-insensitive); ``marker=""`` drops the runs."""
     if not target:
         return prompt
-    import re
-
     vocab = {w.lower() for w in re.findall(r"[\w']+", target)}
-    out: list[str] = []
+    out: list[str | None] = []  # None = a masked run
     for tok in re.findall(r"[\w']+|[^\w\s]+", prompt):
-        masked = tok.lower() in vocab or (out and out[-1] == "<Y>" and not tok.strip("\"'.,:;!?-"))
-        if masked and out and out[-1] == "<Y>":
-            continue
-        out.append("<Y>" if masked else tok)
-    return " ".join(out)
+        in_run = bool(out) and out[-1] is None
+        if tok.lower() in vocab or (in_run and not tok.strip("\"'.,:;!?-")):
+            if not in_run:
+                out.append(None)
+        else:
+            out.append(tok)
+    return " ".join(marker if t is None else t for t in out if t is not None or marker)
 
 
 def cluster_prompts(
