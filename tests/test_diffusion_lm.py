@@ -290,7 +290,8 @@ def test_committed_artifact_samples() -> None:
 @pytest.mark.slow
 def test_committed_artifact_samples_are_pinned() -> None:
     """Fixed-seed samples of the committed model + classifiers (40 steps): a change to the samplers, the denoiser or
-    the artifacts shows up here (re-pinned when the 24,500-step linear-t artifact replaced the 20,000-step one)."""
+    the artifacts shows up here (re-pinned when the 24,500-step linear-t artifact replaced the 20,000-step one, and
+    for the guided targets when the default guidance step size became 0.2)."""
     from lmcontrol.diffusion_lm.config import DEFAULT_CLASSIFIER_DIR, DEFAULT_MODEL_DIR, DEFAULT_SPAN_CLASSIFIER_DIR
 
     if not (DEFAULT_SPAN_CLASSIFIER_DIR / "model.safetensors").is_file():
@@ -303,12 +304,12 @@ def test_committed_artifact_samples_are_pinned() -> None:
             "There is a restaurant a high priced of 3 of 5 1 out of 5 . It is located riverside .",
         ],
         ControlTarget(attribute=("food", "Italian")): [
-            "Cocum is a family - friendly , is Italian located in the riverside area .",
-            "The Punter is is a family - friendly restaurant .",
+            "The Waterman is a child friendly restaurant , is located in the riverside .",
+            "The Punter is is a family friendly fast restaurant .",
         ],
         ControlTarget(pos=("PROPN", "AUX", "DET", "NOUN", "PUNCT")): [
-            "Wildwood is a restaurant .",
-            "Cocum is a restaurant .",
+            "Italian is a pub .",
+            "Italian is a restaurant .",
         ],
         ControlTarget(left="The Vaults is", right="in the city centre .", middle=6): [
             "The Vaults is friendly at a restaurant , located in the city centre .",

@@ -396,6 +396,9 @@ def make_suite() -> BenchSuite:
             BenchMethod("diffusion-lm", run=diffusion_lm_run(100), help="Diffusion-LM with plug-and-play control"),
             BenchMethod("diffusion-lm-50", run=diffusion_lm_run(50), help="the steps sweep: 50 steps"),
             BenchMethod("diffusion-lm-200", run=diffusion_lm_run(200), help="the steps sweep: 200 steps"),
+            BenchMethod(
+                "diffusion-lm-mbr4", run=diffusion_lm_run(100, mbr=4), help="100 steps, MBR over 4 candidates"
+            ),
         ),
         metrics=("e2e-control", "e2e-lm-score"),
         generation=GenerationConfig(max_new_tokens=64, temperature=0.7, chat=False),

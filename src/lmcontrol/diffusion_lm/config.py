@@ -123,7 +123,7 @@ class SampleSettings:
     sampler: str = "ancestral"
     clamp: bool = True
     guidance_steps: int = 3
-    step_size: float = 0.1
+    step_size: float = 0.2
     fluency: float = 0.01
     mbr: int = 1
     noise_scale: float = 1.0
