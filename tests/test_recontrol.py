@@ -53,6 +53,22 @@ def test_value_network_shapes():
         ValueNetworkConfig(depth=4)
 
 
+def test_value_network_linear_skip_adds_a_shared_direction(tmp_path):
+    """V = w . x + MLP(x): with the MLP's last layer zeroed, the gradient is w / std at every state; the skip
+    weight survives save / load."""
+    v = _value(linear_skip=True)
+    with torch.no_grad():
+        v.mlp[-1].weight.zero_()
+        v.mlp[-1].bias.zero_()
+    h = torch.randn(3, D, requires_grad=True)
+    v(h).sum().backward()
+    assert torch.allclose(h.grad, v.skip.weight.expand(3, D) / v.h_std, atol=1e-6)
+    v.save_pretrained(tmp_path / "v", base_model="tiny", hidden_size=D)
+    back = ValueNetwork.from_pretrained(tmp_path / "v")
+    x = torch.randn(4, D)
+    assert back.config.linear_skip and torch.allclose(back(x), v(x).detach(), atol=1e-2)  # fp16 on disk
+
+
 def test_bellman_targets_hand_made_rollout():
     # one 3-token rollout s0, s1, s2 with reward 2.0, and a 1-token rollout s3 with reward -1.0
     states = torch.eye(4, D)

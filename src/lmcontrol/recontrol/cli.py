@@ -30,7 +30,7 @@ from lmcontrol.train_config import TrainConfig
     },
     defaults={"batch_size": 32},
 )
-@config_options("value", ValueNetworkConfig, include=("depth", "width", "activation"))
+@config_options("value", ValueNetworkConfig, include=("depth", "width", "activation", "linear_skip"))
 @config_options("value_train", ValueTrainConfig, include=("target", "baseline"), rename={"target": "value_target"})
 @config_options(
     "control",

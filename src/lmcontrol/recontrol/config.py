@@ -23,6 +23,8 @@ class ValueNetworkConfig:
     """V(h): an MLP from the edit-site state (d = ``hidden_size``) to a scalar value.
 
     ``depth`` counts linear layers (2 = one hidden layer, as in the authors' inference code; 3 = two).
+    ``linear_skip`` adds a linear path, V(x) = w . x + MLP(x): its gradient w is one direction shared by every
+    state (what static RE estimates from the mean advantage), the MLP's adds a state-dependent correction.
     ``norm_input`` standardises h with the training states' mean/std (stored as buffers) before the MLP,
     which makes the gradient-ascent step size comparable across models.
     """
@@ -31,6 +33,7 @@ class ValueNetworkConfig:
     depth: int = 3  # value-network linear layers (2 or 3)
     width: int = 576  # value-network width
     activation: str = "relu"  # relu, gelu, silu or tanh
+    linear_skip: bool = False  # V(h) = w . x + MLP(x): a linear path beside the MLP (x = standardised h)
     norm_input: bool = True  # standardise h with the training states' mean / std
     format_version: int = FORMAT_VERSION
 

@@ -37,6 +37,7 @@ class ValueNetwork(PretrainedMixin, nn.Module):
             if i < config.depth - 1:
                 layers.append(_ACT[config.activation]())
         self.mlp = nn.Sequential(*layers)
+        self.skip = nn.Linear(d, 1, bias=False) if config.linear_skip else None
         # input standardisation (set from the training states; identity until then)
         self.register_buffer("h_mean", torch.zeros(d))
         self.register_buffer("h_std", torch.ones(d))
@@ -52,7 +53,10 @@ class ValueNetwork(PretrainedMixin, nn.Module):
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         """h: (..., d) -> V(h): (...)."""
         x = (h.float() - self.h_mean) / self.h_std  # (..., d)
-        return self.mlp(x).squeeze(-1)
+        v = self.mlp(x)  # (..., 1)
+        if self.skip is not None:
+            v = v + self.skip(x)
+        return v.squeeze(-1)
 
 
 def load_value_network(
