@@ -409,7 +409,7 @@ def make_suite() -> BenchSuite:
 
 # --- tuning the guidance on validation targets ---------------------------------------------------------------
 GUIDANCE_TASKS = ("attribute", "pos", "span", "attribute+pos")
-STEP_SIZES, FLUENCY_WEIGHTS = (0.05, 0.1, 0.2), (0.0, 0.01, 0.05)
+STEP_SIZES, FLUENCY_WEIGHTS = (0.05, 0.1, 0.2, 0.4), (0.0, 0.01, 0.05)
 
 
 def validation_rows(n: int) -> list[Row]:
