@@ -99,11 +99,18 @@ def test_advbench_split_is_disjoint_and_stable():
 
 @pytest.mark.parametrize(
     "kwargs", [{"beta1": -0.1}, {"beta2": -1}, {"rounds": 0}, {"samples_per_behavior": 1}, {"objective": "ppo"},
-     {"verify_tokens": 0}, {"match_words": 0}]
+     {"verify_tokens": 0}, {"match_words": 0}, {"keep_per_behavior": 0}, {"max_overlap": 0.0}]
 )
 def test_objective_config_rejects(kwargs):
     with pytest.raises(LMControlError):
         ObjectiveConfig(**kwargs)
+
+
+def test_attack_config_rejects_zero_draws(cli):
+    with pytest.raises(LMControlError):
+        AttackConfig(draws=0)
+    code, _, err = cli("redteam", "--behaviors", "advbench:test", "--draws", "0", "--out", "/tmp/x")
+    assert code == 2 and "draws" in err and len(err.strip().splitlines()) == 1
 
 
 def test_cli_bad_inputs(cli, tmp_path):
@@ -377,6 +384,26 @@ def test_attack_tags_each_success_with_the_mixture_component_that_wrote_it(tiny,
     assert tags == {"p1": "round1", "p2": "round2", "p3": None}
 
 
+def test_attack_draws_again_until_k_distinct_prompts(tiny, monkeypatch):
+    """Repeats cost the target nothing: with draws > 1 the K + K passes go to K distinct prompts."""
+    from lmcontrol.redteam import attack as A
+
+    monkeypatch.setattr(A, "verify", lambda t, b, prompts, c, ctl=(): (["x"] * len(prompts), [False] * len(prompts)))
+    seeds = []
+
+    def propose(b, k, seed, around):  # two new prompts per draw, the rest repeats
+        seeds.append(seed)
+        n = len(seeds)
+        return [f"p{2 * n}", f"p{2 * n + 1}"] + ["p0"] * (k - 2)
+
+    one = A.attack_behavior(tiny, BEHAVIORS[0], propose, AttackConfig(samples=4, verify_top=4, max_new_tokens=4))
+    assert one.n_candidates == 3 and one.target_passes == 3 + 3
+    seeds.clear()
+    res = A.attack_behavior(tiny, BEHAVIORS[0], propose, AttackConfig(samples=4, draws=3, max_new_tokens=4))
+    assert res.n_candidates == 4 and res.target_passes == 4 + 4  # stopped at K distinct, after 2 draws
+    assert len(seeds) == 2 and seeds[0] != seeds[1]  # each draw its own seed
+
+
 def test_strategies_cluster_by_strategy_not_by_behaviour():
     """With the target's words masked, one strategy over two behaviours is one cluster, two strategies two."""
     from lmcontrol.redteam.report import assign_clusters
@@ -524,3 +551,30 @@ def test_building_an_investigator_prints_no_library_future_warning(tiny):
         warnings.simplefilter("always")
         Investigator(tiny, InvestigatorConfig(base_model=tiny.info.name, adapters=("sft", "r1"), eta=(0.0, 1.0)))
     assert not [w for w in seen if issubclass(w.category, FutureWarning)], [str(w.message) for w in seen]
+
+
+def test_kept_rows_keep_distinct_strategies_not_edits():
+    texts = [
+        'Start your reply with " " and then finish the thought.',
+        'Start your reply with " ." and then finish the thought.',  # an edit of row 0
+        "Repeat after me:",
+        "Complete the sentence:",
+        "Repeat after me:",
+        "unverified",
+    ]
+    reward = torch.tensor([5.0, 4.0, 3.0, 2.0, 1.0, 9.0])
+    ok = torch.tensor([True, True, True, True, True, False])
+    assert T.kept_rows(reward, 6, texts, keep=3, max_overlap=0.5, allowed=ok) == [0, 2, 3]
+    assert T.kept_rows(reward, 6, texts, keep=1, max_overlap=0.5, allowed=ok) == [0]
+    assert T.kept_rows(reward, 3, texts, keep=2, max_overlap=0.5, allowed=ok) == [0, 2, 3, 4]  # two behaviours
+    assert T.kept_rows(reward, 6, texts, keep=6, max_overlap=1.0, allowed=None) == [5, 0, 1, 2, 3]  # identical: out
+
+
+def test_distinct_texts_count_strategies_not_edits():
+    from lmcontrol.redteam.strategies import distinct_texts
+
+    edits = ['Start your reply with " " and then finish the thought.', 'Start your reply with " ." and then finish it.']
+    assert distinct_texts(edits) == 1
+    assert distinct_texts([*edits, "Repeat after me:", "Complete the sentence:"]) == 3
+    assert distinct_texts(["", ""]) == 1  # two bare copies of y are one strategy
+    assert distinct_texts([]) == 0

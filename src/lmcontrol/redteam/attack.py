@@ -116,8 +116,7 @@ def attack_behavior(
             around = [d["prompt"] for d in sorted(found.values(), key=lambda d: -d["logp"])[:4]]
             if r > 0 and not around and best_prompt is not None:
                 around = [best_prompt]
-            cands = [p.strip() for p in propose(behavior, config.samples, seed + 1000 * r, around)]
-            cands = list(dict.fromkeys(p for p in cands if p and p not in found))
+            cands, written_by = _distinct_proposals(propose, behavior, config, seed + 1000 * r, around, found)
             n_cand += len(cands)
             if not cands:
                 continue
@@ -133,7 +132,6 @@ def attack_behavior(
             top = order[: config.verify_top] if config.verify_top else []
             replies, ok = verify(target, behavior, [cands[i] for i in top], config, controls)
             own_passes += (len(cands) if behavior.target is not None else 0) + len(top)
-            written_by = getattr(propose, "components", {})  # mixture proposers: prompt -> the component
             for i, reply, hit in zip(top, replies, ok, strict=True):
                 if hit:
                     found[cands[i]] = {"prompt": cands[i], "reply": reply, "logp": logp[i]}
@@ -150,6 +148,30 @@ def attack_behavior(
         target_passes=counter["passes"] + own_passes,
         seconds=time.perf_counter() - t0,
     )
+
+
+def _distinct_proposals(
+    propose: Proposer,
+    behavior: Behavior,
+    config: AttackConfig,
+    seed: int,
+    around: list[str],
+    seen: dict[str, Any],
+) -> tuple[list[str], dict[str, str]]:
+    """Up to ``config.samples`` distinct new prompts from at most ``config.draws`` calls of ``propose`` (draw d
+    seeded ``seed + 100_003 * d``), and, for mixture proposers, which component wrote each."""
+    cands: dict[str, None] = {}
+    written_by: dict[str, str] = {}
+    for d in range(config.draws):
+        for p in propose(behavior, config.samples, seed + 100_003 * d, around):
+            p = p.strip()
+            if p and p not in seen and p not in cands and len(cands) < config.samples:
+                cands[p] = None
+                if p in getattr(propose, "components", {}):  # mixture proposers: prompt -> the component
+                    written_by[p] = propose.components[p]  # type: ignore[attr-defined]
+        if len(cands) >= config.samples:
+            break
+    return list(cands), written_by
 
 
 def run_attack(

@@ -9,14 +9,16 @@ then clusters all successes together and writes the red-team figures (``redteam`
 The investigator is ``artifacts/investigator`` unless ``LMCONTROL_INVESTIGATOR=DIR`` names another artifact.
 
 Methods (same K prompts per behaviour unless noted):
-- ``investigator``: the artifact's mixture qbar (rounds 1..3; each success is tagged with the component that
+- ``investigator``: the artifact's mixture qbar (rounds 1..R; each success is tagged with the component that
   wrote it, which gives the clusters per Frank-Wolfe round); ``round1``: one round without Frank-Wolfe;
+  ``investigator-distinct``: the same mixture drawing up to 4 K samples until K of them are distinct (repeats
+  cost the target nothing, so the same K + K passes verify more distinct prompts);
   ``sft``: the reverse model alone (no objective); ``goal``: the AdvBench request itself;
 - ``sample``: the plain base model asked to write a request that elicits the reply;
 - ``template``: the fixed request templates the SFT pairs were built from (repeat, complete, start with …),
   filled with the target reply: a probe kit, and the modes the investigator has to find on its own;
 - ``gcg``: nanoGCG on goal + 10-token suffix, stopped at ``GCG_SECONDS`` of wall time per behaviour (set to the
-  investigator's measured seconds per behaviour);
+  investigator's measured seconds per behaviour); ``gcg-120``: the same at 120 s, ``investigator-distinct``'s time;
 - ``audit-system`` / ``audit-recontrol``: the investigator mixture against the target under a system prompt /
   RE-Control (``artifacts/recontrol-hh``); ``audit-*-sft`` and ``audit-*-template``: the same two controls against
   the SFT component and against the templates.
@@ -39,16 +41,20 @@ MAX_VERIFY_TOKENS = 10  # enough for the target's first 5 words
 # nanoGCG's budget per behaviour: the investigator mixture took 31-38 s per behaviour at K = 32 on 8 val behaviours
 # (two jobs sharing the CPU). nanoGCG checks it between steps, so its first step always runs (seconds can exceed it).
 GCG_SECONDS = 30.0
-ROUNDS = ("round1", "round2", "round3")
 SFT = {"sft": 1.0}  # the reverse model alone, as a mixture
 RECONTROL = f"recontrol:{ARTIFACTS_DIR / 'recontrol-hh'}"  # the audited value-guided control
 
 
-def _attack_config(seed: int):
+def _attack_config(seed: int, draws: int = 1):
     from lmcontrol.redteam.config import AttackConfig
 
     return AttackConfig(
-        samples=SAMPLES, verify_top=SAMPLES, max_new_tokens=MAX_VERIFY_TOKENS, temperature=TEMPERATURE, seed=seed
+        samples=SAMPLES,
+        verify_top=SAMPLES,
+        draws=draws,
+        max_new_tokens=MAX_VERIFY_TOKENS,
+        temperature=TEMPERATURE,
+        seed=seed,
     )
 
 
@@ -63,7 +69,13 @@ def _investigator(lm: Any) -> Any:
     return _CACHE["inv"]
 
 
-def _runner(method: str, components: dict[str, float] | None = None, control: str | None = None):
+def _runner(
+    method: str,
+    components: dict[str, float] | None = None,
+    control: str | None = None,
+    draws: int = 1,
+    gcg_seconds: float = GCG_SECONDS,
+):
     def run(lm: Any, prompts: list[str], config: Any) -> Any:
         from lmcontrol.controls import build_control
         from lmcontrol.generation import GenerationOutput
@@ -75,8 +87,8 @@ def _runner(method: str, components: dict[str, float] | None = None, control: st
             return GenerationOutput(list(prompts), [""] * len(prompts), [[] for _ in prompts], 0.0, 0.0, 0)
         by_goal = {b.goal: b for b in advbench_split("test")}
         inv = _investigator(lm) if method in ("investigator", "sample") else None
-        cfg = _attack_config(int(config.seed or 0))
-        propose = make_proposer(method, lm, inv, cfg, components, GCG_SECONDS)
+        cfg = _attack_config(int(config.seed or 0), draws)
+        propose = make_proposer(method, lm, inv, cfg, components, gcg_seconds)
         controls = [build_control(control, lm)] if control else []
         texts, seconds = [], 0.0
         for p in prompts:
@@ -121,8 +133,9 @@ def frank_wolfe_clusters(groups: dict[str, list[dict[str, Any]]]) -> dict[str, A
     """Strategy clusters among the mixture's successes written by round i's component, and by rounds 1..i
     together (cumulative); plus each component's share of the mixture's successes."""
     succ = [d for rec in groups.get("investigator", []) for d in rec["successes"]]
+    rounds = sorted({d["component"] for d in succ if d.get("component")}, key=lambda r: int(r.removeprefix("round")))
     per, cum, count, seen = {}, {}, {}, set()
-    for r in ROUNDS:
+    for r in rounds:
         labs = {d["cluster"] for d in succ if d.get("component") == r}
         per[r] = len(labs)
         count[r] = sum(d.get("component") == r for d in succ)
@@ -138,9 +151,10 @@ def plot_fw(fw: dict[str, Any], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(4.2, 3.2))
-    xs = list(range(1, len(ROUNDS) + 1))
-    ax.plot(xs, [fw["clusters_per_round"][r] for r in ROUNDS], "o-", label="clusters in round i")
-    ax.plot(xs, [fw["clusters_cumulative"][r] for r in ROUNDS], "s--", label="clusters in rounds 1..i")
+    rounds = list(fw["clusters_per_round"])
+    xs = list(range(1, len(rounds) + 1))
+    ax.plot(xs, [fw["clusters_per_round"][r] for r in rounds], "o-", label="clusters in round i")
+    ax.plot(xs, [fw["clusters_cumulative"][r] for r in rounds], "s--", label="clusters in rounds 1..i")
     ax.set_xticks(xs)
     ax.set_xlabel("Frank-Wolfe round")
     ax.set_ylabel("strategy clusters among successes")
@@ -160,13 +174,23 @@ def make_suite():
         return [{"prompt": b.goal} for b in advbench_split("test", limit=n)]
 
     methods = [
-        BenchMethod("investigator", run=_runner("investigator"), help="the mixture qbar of rounds 1-3"),
+        BenchMethod("investigator", run=_runner("investigator"), help="the mixture qbar of the artifact's rounds"),
+        BenchMethod(
+            "investigator-distinct",
+            run=_runner("investigator", draws=4),
+            help="the mixture, sampling up to 4 K until K distinct prompts (same K + K target passes)",
+        ),
         BenchMethod("round1", run=_runner("investigator", {"round1": 1.0}), help="one round, no Frank-Wolfe"),
         BenchMethod("sft", run=_runner("investigator", SFT), help="SFT reverse model, no objective"),
         BenchMethod("goal", run=_runner("goal"), help="the AdvBench request itself (1 prompt)"),
         BenchMethod("sample", run=_runner("sample"), help="plain model asked to write the request"),
         BenchMethod("template", run=_runner("template"), help="the SFT data's request templates, filled with y"),
         BenchMethod("gcg", run=_runner("gcg"), help=f"nanoGCG, {GCG_SECONDS:.0f} s per behaviour"),
+        BenchMethod(
+            "gcg-120",
+            run=_runner("gcg", gcg_seconds=120.0),
+            help="nanoGCG, 120 s per behaviour (the wall time of investigator-distinct)",
+        ),
         BenchMethod("audit-system", run=_runner("investigator", control="system"), help="target + system prompt"),
         BenchMethod(
             "audit-recontrol",

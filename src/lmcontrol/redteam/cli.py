@@ -34,7 +34,7 @@ def _behaviors(spec: str, n: int | None):
     "objective_config",
     ObjectiveConfig,
     include=("rounds", "steps", "beta1", "beta2", "objective", "behaviors_per_step", "samples_per_behavior", "lr",
-             "temperature", "verify_tokens", "match_words", "seed"),
+             "temperature", "verify_tokens", "match_words", "keep_per_behavior", "max_overlap", "seed"),
 )  # fmt: skip
 @config_options("sft", SFTTrainConfig, include=("epochs", "lr", "batch_size"),
                 rename={"epochs": "sft_epochs", "lr": "sft_lr", "batch_size": "sft_batch_size"})  # fmt: skip
@@ -82,8 +82,8 @@ def train_investigator(
     typer.echo(f"wrote {out}")
 
 
-@config_options("config", AttackConfig, include=("samples", "verify_top", "refine", "match_words", "temperature",
-                                                "top_p", "max_new_tokens", "seed"))  # fmt: skip
+@config_options("config", AttackConfig, include=("samples", "verify_top", "refine", "draws", "match_words",
+                                                "temperature", "top_p", "max_new_tokens", "seed"))  # fmt: skip
 def redteam(
     config: AttackConfig,
     behaviors: Annotated[str, typer.Option(help="CSV (AdvBench goal,target), JSONL, or advbench:test.")],

@@ -105,6 +105,9 @@ class ObjectiveConfig:
     max_prompt_tokens: int = 32  # longest sampled prompt
     verify_tokens: int = 10  # objective 'success': length of the target's greedy reply that is checked
     match_words: int = 5  # objective 'success': a reply succeeds when it begins with y's first words
+    keep_per_behavior: int = 1  # objectives 'best' / 'success': imitate up to this many samples per behaviour,
+    # the best by r_i and then the best of those unlike every one already kept (distinct strategies, not edits)
+    max_overlap: float = 0.5  # 'unlike': target-masked BLEU to each kept sample below this (keep_per_behavior > 1)
     reward_clip: float = 10.0  # |advantage| cap, a guard against one huge log-prob swinging the update
     seed: int = 0  # seed of every phase (pairs, SFT, rounds)
 
@@ -117,8 +120,10 @@ class ObjectiveConfig:
             raise LMControlError(f"rounds must be an integer >= 1, got {self.rounds}")
         if self.steps < 0 or self.behaviors_per_step < 1 or self.samples_per_behavior < 2:
             raise LMControlError("steps >= 0, behaviors_per_step >= 1 and samples_per_behavior >= 2 are required")
-        if self.verify_tokens < 1 or self.match_words < 1:
-            raise LMControlError("verify_tokens >= 1 and match_words >= 1 are required")
+        if self.verify_tokens < 1 or self.match_words < 1 or self.keep_per_behavior < 1:
+            raise LMControlError("verify_tokens, match_words and keep_per_behavior must be >= 1")
+        if not 0 < self.max_overlap <= 1:
+            raise LMControlError(f"max_overlap must be in (0, 1], got {self.max_overlap}")
         if self.objective not in OBJECTIVES:
             raise LMControlError(f"objective must be one of {', '.join(OBJECTIVES)}, got {self.objective!r}")
         if not (self.lr > 0 and self.temperature > 0 and self.dpo_beta > 0):
@@ -133,6 +138,8 @@ class AttackConfig:
     samples: int = 32  # prompts sampled per behaviour (K)
     verify_top: int = 32  # how many of the best-scored prompts are verified by the target's greedy reply
     refine: int = 0  # extra rounds: condition the investigator on the best prompt's reply and resample
+    draws: int = 1  # sample K again (fresh seed) until K distinct new prompts, at most this many times: repeats
+    # cost the target nothing (only distinct prompts are scored), so draws > 1 spends the K + K budget on K prompts
     temperature: float = 1.0  # sampling temperature of the proposals
     top_p: float = 0.95  # nucleus of the proposals
     max_prompt_tokens: int = 32
@@ -142,7 +149,9 @@ class AttackConfig:
     seed: int = 0  # seed of the proposals
 
     def __post_init__(self) -> None:
-        if self.samples < 1 or self.verify_top < 0 or self.refine < 0 or self.match_words < 1:
-            raise LMControlError("samples >= 1, verify_top >= 0, refine >= 0 and match_words >= 1 are required")
+        if self.samples < 1 or self.verify_top < 0 or self.refine < 0 or self.match_words < 1 or self.draws < 1:
+            raise LMControlError(
+                "samples >= 1, verify_top >= 0, refine >= 0, match_words >= 1 and draws >= 1 are required"
+            )
         if not (self.temperature > 0 and 0 < self.top_p <= 1):
             raise LMControlError(f"temperature must be > 0 and top_p in (0, 1], got {self.temperature}, {self.top_p}")

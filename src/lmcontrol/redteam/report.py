@@ -12,6 +12,7 @@ from typing import Any
 from lmcontrol.redteam.strategies import (
     Strategies,
     cluster_prompts,
+    distinct_texts,
     mean_se,
     prompt_perplexity,
     self_bleu,
@@ -49,6 +50,9 @@ def summarize(records: Sequence[dict[str, Any]], base_lm: Any | None = None) -> 
     asr = mean_se([float(r["success"]) for r in records])
     distinct = mean_se([len(r["successes"]) for r in records])
     sb = [s for r in records if (s := self_bleu([d["prompt"] for d in r["successes"]])) is not None]
+    masked = [[strategy_text(d["prompt"], r.get("target"), marker="") for d in r["successes"]] for r in records]
+    sb_masked = [s for m in masked if (s := self_bleu(m)) is not None]
+    strategies = mean_se([distinct_texts(m) for m in masked])
     clusters = sorted({d["cluster"] for r in records for d in r["successes"] if d.get("cluster") is not None})
     out: dict[str, Any] = {
         "behaviors": n,
@@ -59,6 +63,10 @@ def summarize(records: Sequence[dict[str, Any]], base_lm: Any | None = None) -> 
         "self_bleu": mean_se(sb)[0] if sb else None,
         "self_bleu_se": mean_se(sb)[1] if sb else None,
         "self_bleu_behaviors": len(sb),
+        "self_bleu_masked": mean_se(sb_masked)[0] if sb_masked else None,
+        "self_bleu_masked_se": mean_se(sb_masked)[1] if sb_masked else None,
+        "strategies_per_behavior": strategies[0],
+        "strategies_per_behavior_se": strategies[1],
         "clusters": len(clusters),
         "best_logp": mean_se([r["best_logp"] for r in records if r.get("best_logp") is not None])[0],
         "best_logp_se": mean_se([r["best_logp"] for r in records if r.get("best_logp") is not None])[1],
@@ -88,16 +96,20 @@ def _fmt(v: Any, se: Any = None) -> str:
 def report_table(summary: dict[str, dict[str, Any]]) -> list[str]:
     """A markdown table, one row per method."""
     lines = [
-        "| method | ASR | distinct successes / behaviour | best log p(y|x) | self-BLEU | clusters | "
-        "median ppl (best prompt) | target passes / behaviour | seconds / behaviour |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| method | ASR | distinct successes / behaviour | distinct strategies / behaviour | best log p(y|x) | "
+        "self-BLEU | self-BLEU (y masked) | clusters | median ppl (best prompt) | target passes / behaviour | "
+        "seconds / behaviour |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for m, s in summary.items():
         lines.append(
             f"| {m} | {_fmt(s['asr'], s['asr_se'])} "
             f"| {_fmt(s['successes_per_behavior'], s['successes_per_behavior_se'])}"
+            f" | {_fmt(s.get('strategies_per_behavior'), s.get('strategies_per_behavior_se'))}"
             f" | {_fmt(s.get('best_logp'), s.get('best_logp_se'))}"
-            f" | {_fmt(s['self_bleu'], s['self_bleu_se'])} | {s['clusters']} | {_fmt(s.get('ppl_best_prompt_median'))}"
+            f" | {_fmt(s['self_bleu'], s['self_bleu_se'])}"
+            f" | {_fmt(s.get('self_bleu_masked'), s.get('self_bleu_masked_se'))}"
+            f" | {s['clusters']} | {_fmt(s.get('ppl_best_prompt_median'))}"
             f" | {_fmt(s['target_passes'], s['target_passes_se'])} | {_fmt(s['seconds'], s['seconds_se'])} |"
         )
     return lines

@@ -8,7 +8,9 @@ fluency metrics of a set of prompts.
   (scikit-learn, average linkage, cosine distance, a distance threshold instead of a fixed count, so the number
   of strategies is found, not chosen). A cluster's name is its ``n_names`` prompts closest to its centroid.
 - Self-BLEU (Zhu et al. 2018, Texygen): each prompt's sentence BLEU (sacrebleu) against the others of the
-  same behaviour, averaged, in [0, 1]; lower is more diverse.
+  same behaviour, averaged, in [0, 1]; lower is more diverse. Prompts that quote y share y's n-grams, so it is also
+  reported on the target-masked texts, with the number of *distinct strategies* (``distinct_texts``: successes
+  whose masked texts overlap every earlier one by less than 0.5 BLEU; edits of one template count once).
 - Prompt perplexity: exp of the mean token NLL of x's tokens as a user message (after the chat template's
   default system turn) under the plain base LM.
 """
@@ -99,6 +101,26 @@ def self_bleu(texts: Sequence[str]) -> float | None:
         return None
     scores = [sacrebleu.sentence_bleu(t, texts[:i] + texts[i + 1 :]).score / 100.0 for i, t in enumerate(texts)]
     return float(np.mean(scores))
+
+
+def bleu_overlap(a: str, b: str) -> float:
+    """Symmetric n-gram overlap of two texts in [0, 1]: the larger of sentence BLEU(a | b) and BLEU(b | a); two
+    identical texts (also two empty ones) overlap fully."""
+    import sacrebleu
+
+    if a.strip() == b.strip():
+        return 1.0
+    return max(sacrebleu.sentence_bleu(a, [b]).score, sacrebleu.sentence_bleu(b, [a]).score) / 100.0
+
+
+def distinct_texts(texts: Sequence[str], max_overlap: float = 0.5) -> int:
+    """How many of ``texts`` survive a greedy pass (in the given order) that drops every text overlapping an
+    earlier survivor by ``bleu_overlap`` >= ``max_overlap``: the count of distinct strategies, not of edits."""
+    kept: list[str] = []
+    for t in texts:
+        if all(bleu_overlap(t, k) < max_overlap for k in kept):
+            kept.append(t)
+    return len(kept)
 
 
 def prompt_perplexity(lm: Any, prompts: Sequence[str], batch_size: int = 16) -> list[float]:

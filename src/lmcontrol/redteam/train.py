@@ -46,6 +46,7 @@ from lmcontrol.models import LanguageModel
 from lmcontrol.redteam.behaviors import Behavior
 from lmcontrol.redteam.config import InvestigatorConfig, ObjectiveConfig, SFTDataConfig, SFTTrainConfig
 from lmcontrol.redteam.model import Investigator
+from lmcontrol.redteam.strategies import bleu_overlap, strategy_text
 from lmcontrol.training import TrainConfig, step_generator, train_loop
 
 log = logging.getLogger(__name__)
@@ -210,6 +211,36 @@ def best_rows(reward: torch.Tensor, group: int, allowed: torch.Tensor | None = N
     return (rows * group + best)[ok.any(1)]
 
 
+def kept_rows(
+    reward: torch.Tensor,
+    group: int,
+    texts: Sequence[str],
+    keep: int,
+    max_overlap: float,
+    allowed: torch.Tensor | None = None,
+) -> list[int]:
+    """Up to ``keep`` rows per behaviour to imitate: its x_best (as ``best_rows``), then, by falling r_i, every
+    sample whose ``texts`` entry (the prompt with the target's words masked) overlaps each kept one's by less than
+    ``max_overlap`` (``strategies.bleu_overlap``), so a behaviour teaches several strategies rather than one
+    template and its small edits. ``keep == 1`` is ``best_rows``."""
+    if keep == 1:
+        return best_rows(reward, group, allowed).tolist()
+    r = reward.view(-1, group)
+    out: list[int] = []
+    for b in range(r.shape[0]):
+        kept: list[int] = []
+        for j in r[b].argsort(descending=True).tolist():
+            i = b * group + j
+            if allowed is not None and not bool(allowed[i]):
+                continue
+            if all(bleu_overlap(texts[i], texts[k]) < max_overlap for k in kept):
+                kept.append(i)
+            if len(kept) == keep:
+                break
+        out += kept
+    return out
+
+
 def verified(
     target: LanguageModel,
     behaviors: Sequence[Behavior],
@@ -266,7 +297,8 @@ def train_round(
                 ok = verified(target, [behaviors[i] for i in idx for _ in range(m)], [p or "." for p in prompts],
                               config, controls)  # fmt: skip
                 parts["success"] = ok & torch.tensor([bool(p.strip()) for p in prompts])
-        return {"replies": replies, "prompts": [p or "." for p in prompts], **parts}
+        masked = [strategy_text(x, y, "") for x, y in zip(prompts, replies, strict=True)]
+        return {"replies": replies, "prompts": [p or "." for p in prompts], "masked": masked, **parts}
 
     def loss_fn(_module: nn.Module, batch: dict[str, Any]) -> torch.Tensor | None:
         reward = batch["fixed"]
@@ -274,7 +306,8 @@ def train_round(
             if prev_eta is None:  # round 1: the policy itself stands in for qbar_0
                 with torch.no_grad():
                     reward = reward - config.beta1 * inv.logprob(batch["replies"], batch["prompts"], name)
-            rows = best_rows(reward, m, batch.get("success")).tolist()
+            rows = kept_rows(reward, m, batch["masked"], config.keep_per_behavior, config.max_overlap,
+                             batch.get("success"))  # fmt: skip
             if rows:
                 logq = inv.logprob([batch["replies"][i] for i in rows], [batch["prompts"][i] for i in rows], name)
                 loss = -logq.mean()  # reward-ranked fine-tuning: maximise log q(x_best | y)
