@@ -133,7 +133,7 @@ def frank_wolfe_clusters(groups: dict[str, list[dict[str, Any]]]) -> dict[str, A
     """Strategy clusters among the mixture's successes written by round i's component, and by rounds 1..i
     together (cumulative); plus each component's share of the mixture's successes."""
     succ = [d for rec in groups.get("investigator", []) for d in rec["successes"]]
-    rounds = sorted({d["component"] for d in succ if d.get("component")}, key=lambda r: int(r.removeprefix("round")))
+    rounds = sorted({d["component"] for d in succ if d.get("component")}, key=lambda r: (len(r), r))  # round2 < round10
     per, cum, count, seen = {}, {}, {}, set()
     for r in rounds:
         labs = {d["cluster"] for d in succ if d.get("component") == r}
