@@ -113,14 +113,21 @@ def bleu_overlap(a: str, b: str) -> float:
     return max(sacrebleu.sentence_bleu(a, [b]).score, sacrebleu.sentence_bleu(b, [a]).score) / 100.0
 
 
+def distinct_indices(texts: Sequence[str], max_overlap: float = 0.5, limit: int | None = None) -> list[int]:
+    """Indices kept by a greedy pass over ``texts`` in the given order that drops every text overlapping an earlier
+    kept one by ``bleu_overlap`` >= ``max_overlap`` (stops at ``limit`` kept)."""
+    kept: list[int] = []
+    for i, t in enumerate(texts):
+        if limit is not None and len(kept) >= limit:
+            break
+        if all(bleu_overlap(t, texts[k]) < max_overlap for k in kept):
+            kept.append(i)
+    return kept
+
+
 def distinct_texts(texts: Sequence[str], max_overlap: float = 0.5) -> int:
-    """How many of ``texts`` survive a greedy pass (in the given order) that drops every text overlapping an
-    earlier survivor by ``bleu_overlap`` >= ``max_overlap``: the count of distinct strategies, not of edits."""
-    kept: list[str] = []
-    for t in texts:
-        if all(bleu_overlap(t, k) < max_overlap for k in kept):
-            kept.append(t)
-    return len(kept)
+    """How many of ``texts`` survive ``distinct_indices``: the count of distinct strategies, not of edits."""
+    return len(distinct_indices(texts, max_overlap))
 
 
 def prompt_perplexity(lm: Any, prompts: Sequence[str], batch_size: int = 16) -> list[float]:

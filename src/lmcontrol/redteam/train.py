@@ -46,7 +46,7 @@ from lmcontrol.models import LanguageModel
 from lmcontrol.redteam.behaviors import Behavior
 from lmcontrol.redteam.config import InvestigatorConfig, ObjectiveConfig, SFTDataConfig, SFTTrainConfig
 from lmcontrol.redteam.model import Investigator
-from lmcontrol.redteam.strategies import bleu_overlap, strategy_text
+from lmcontrol.redteam.strategies import distinct_indices, strategy_text
 from lmcontrol.training import TrainConfig, step_generator, train_loop
 
 log = logging.getLogger(__name__)
@@ -221,23 +221,16 @@ def kept_rows(
 ) -> list[int]:
     """Up to ``keep`` rows per behaviour to imitate: its x_best (as ``best_rows``), then, by falling r_i, every
     sample whose ``texts`` entry (the prompt with the target's words masked) overlaps each kept one's by less than
-    ``max_overlap`` (``strategies.bleu_overlap``), so a behaviour teaches several strategies rather than one
+    ``max_overlap`` (``strategies.distinct_indices``), so a behaviour teaches several strategies rather than one
     template and its small edits. ``keep == 1`` is ``best_rows``."""
     if keep == 1:
         return best_rows(reward, group, allowed).tolist()
     r = reward.view(-1, group)
     out: list[int] = []
     for b in range(r.shape[0]):
-        kept: list[int] = []
-        for j in r[b].argsort(descending=True).tolist():
-            i = b * group + j
-            if allowed is not None and not bool(allowed[i]):
-                continue
-            if all(bleu_overlap(texts[i], texts[k]) < max_overlap for k in kept):
-                kept.append(i)
-            if len(kept) == keep:
-                break
-        out += kept
+        rows = [b * group + j for j in r[b].argsort(descending=True).tolist()]
+        rows = [i for i in rows if allowed is None or bool(allowed[i])]
+        out += [rows[k] for k in distinct_indices([texts[i] for i in rows], max_overlap, keep)]
     return out
 
 
