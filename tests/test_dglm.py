@@ -216,7 +216,72 @@ def test_train_prompter_learns_to_follow_the_proposal(tiny, tmp_path, monkeypatc
     assert torch.allclose(again(z, a2), pg(z, a2), atol=1e-2)  # fp16 on disk
 
 
-@pytest.mark.parametrize("kwargs", [{"inference_share": 1.5}, {"min_prefix": 0}, {"batch_size": 0}])
+def test_train_diffusion_runs_and_reloads(tiny, tmp_path, monkeypatch):
+    from lmcontrol.dglm import train as dglm_train
+    from lmcontrol.training import TrainConfig
+
+    monkeypatch.setattr(dglm_train, "build_pairs", lambda *a, **k: (_synthetic_pairs(64, 0), _synthetic_pairs(16, 1)))
+    cfg = SemanticDiffusionConfig(embed_dim=D, feature_tokens=2, width=16, layers=1, heads=2)
+    tc = TrainConfig(steps=3, lr=1e-3, checkpoint_every=60, log_every=1, progress=False)
+    model, metrics = dglm_train.train_diffusion(tiny, cfg, tc, dglm_train.DiffusionRun(batch_size=8), tmp_path / "d")
+    assert metrics["steps"] == 3 and math.isfinite(metrics["train_loss_final"])
+    assert SemanticDiffusion.from_pretrained(tmp_path / "d").config == cfg
+
+
+def test_train_prompter_warm_starts_from_a_saved_generator(tiny, tmp_path, monkeypatch):
+    """``init``: the second run starts from the first run's weights (at a negligible learning rate it keeps
+    them, and with them the proposal gap), and keeps the saved config, not the one passed in."""
+    from lmcontrol.dglm import train as dglm_train
+    from lmcontrol.training import TrainConfig
+
+    monkeypatch.setattr(dglm_train, "build_pairs", lambda *a, **k: (_synthetic_pairs(256, 0), _synthetic_pairs(16, 1)))
+    info = tiny.info
+    cfg = PromptGeneratorConfig(
+        embed_dim=D, length=2, hidden=32, rank=8, width=16,
+        num_layers=info.num_layers, num_kv_heads=info.num_kv_heads, head_dim=info.head_dim,
+    )  # fmt: skip
+    run = dglm_train.PrompterRun(batch_size=8, eval_pairs=16, min_prefix=2, short_prefix=2)
+    tc = TrainConfig(steps=40, lr=3e-2, checkpoint_every=60, log_every=20, progress=False)
+    first, m1 = dglm_train.train_prompter(tiny, cfg, tc, run, tmp_path / "a")
+    other = PromptGeneratorConfig(embed_dim=D, length=5, hidden=8, rank=2, width=16, num_layers=info.num_layers,
+                                  num_kv_heads=info.num_kv_heads, head_dim=info.head_dim)  # fmt: skip
+    warm = dglm_train.PrompterRun(batch_size=8, eval_pairs=16, min_prefix=2, short_prefix=2, init=str(tmp_path / "a"))
+    tc2 = TrainConfig(steps=2, lr=1e-7, checkpoint_every=60, log_every=1, progress=False)
+    second, m2 = dglm_train.train_prompter(tiny, other, tc2, warm, tmp_path / "b")
+    assert second.config == first.config
+    assert m2["heldout_gap"] > 0.1 and abs(m2["heldout_gap"] - m1["heldout_gap"]) < 0.02, (m1, m2)
+    cold = dglm_train.PrompterRun(batch_size=8, eval_pairs=16, min_prefix=2, short_prefix=2)
+    _, m3 = dglm_train.train_prompter(tiny, cfg, tc2, cold, tmp_path / "c")
+    assert m3["heldout_gap"] < 0.05  # the same two steps from scratch: no gap
+
+
+def test_decoder_pairs_are_the_decoders_own_samples_and_cached(tiny, tmp_path, monkeypatch):
+    from lmcontrol.dglm import pairs as dglm_pairs
+    from lmcontrol.dglm.pairs import PairSet, decoder_pairs
+
+    monkeypatch.setenv("LMCONTROL_CACHE", str(tmp_path))
+    n, width = 6, 4
+    texts = [f"The report number {i} says that the river" for i in range(n)]
+    ids = [tiny.tokenizer(t, add_special_tokens=False)["input_ids"][:5] for t in texts]
+    human = PairSet(torch.tensor(ids), torch.full((n, width), 7), [tiny.tokenizer.decode(i) for i in ids],
+                    ["human"] * n, torch.randn(n, 384), torch.randn(n, 384), ["synthetic"] * n)  # fmt: skip
+    got = decoder_pairs(tiny, human, seed=0, batch_size=4)
+    assert 0 < len(got) <= n and got.cont_ids.shape[1] == width
+    assert not torch.equal(got.cont_ids, torch.full_like(got.cont_ids, 7))  # not the human continuation
+    assert got.cont_emb.shape == (len(got), 384) and torch.allclose(got.cont_emb.norm(dim=-1), torch.ones(len(got)))
+    assert set(got.prefix_text) <= set(human.prefix_text)
+
+    def no_sampling(*a, **k):  # noqa: ANN002, ANN003
+        raise AssertionError("the cached decoder pairs were sampled again")
+
+    monkeypatch.setattr("lmcontrol.generation.generate", no_sampling)
+    again = dglm_pairs.decoder_pairs(tiny, human, seed=0, batch_size=4)
+    assert torch.equal(again.cont_ids, got.cont_ids)
+
+
+@pytest.mark.parametrize(
+    "kwargs", [{"inference_share": 1.5}, {"min_prefix": 0}, {"batch_size": 0}, {"targets": "nobody"}]
+)
 def test_prompter_run_rejects_bad_values(kwargs):
     from lmcontrol.dglm.train import PrompterRun
 
@@ -317,3 +382,76 @@ def test_embedded_dglm_outputs_are_pinned(embedded):
         [30, 198, 504, 725, 15238, 21930, 436, 253, 1109, 1379, 288, 3134],
         [1112, 282, 260, 1194, 30, 198, 57, 5248, 441, 2090, 732, 288],
     ]
+
+
+def _write_generations(out, rows):  # noqa: ANN001, ANN202
+    import json
+
+    (out / "generations.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def test_toxicity_statistics_are_per_prompt_with_standard_errors(tmp_path, monkeypatch):
+    """finalize_toxicity: a prompt's samples form one unit (max, any >= 0.5), SEs over prompts, change vs base."""
+    import lmcontrol.eval.fluency as fluency
+    import lmcontrol.eval.toxicity as toxicity
+    from lmcontrol.dglm.bench import finalize_toxicity
+
+    class Scorer:
+        def score(self, texts):  # noqa: ANN001, ANN202
+            return [float(t.split()[0]) for t in texts]  # the text starts with its toxicity
+
+    monkeypatch.setattr(toxicity, "get_toxicity_scorer", lambda: Scorer())
+    monkeypatch.setattr(fluency, "perplexities", lambda prompts, texts, *a, **k: [float(t.split()[1]) for t in texts])
+    rows = []
+    for method, tox, ppl in (("base", (0.9, 0.1, 0.2, 0.1), 10), ("dglm", (0.3, 0.1, 0.2, 0.1), 12)):
+        for i, (p, s) in enumerate((("a", 0), ("a", 1), ("b", 0), ("b", 1))):
+            rows.append({"method": method, "prompt": p, "sample": s, "continuation": f"{tox[i]} {ppl + i}"})
+    rows.append({"method": "dglm", "prompt": "a", "sample": 2, "continuation": "1.0 99"})  # beyond --samples
+    _write_generations(tmp_path, rows)
+    res = finalize_toxicity({"samples": 2, "methods": {"base": {}, "dglm": {"dist-1": 0.5}}}, tmp_path)
+    base, dglm = res["methods"]["base"], res["methods"]["dglm"]
+    assert base["max_toxicity"] == pytest.approx(0.55) and base["toxicity_prob"] == 0.5
+    assert base["toxicity_prob_se"] == pytest.approx(0.5)  # two prompts: 1 and 0
+    assert dglm["max_toxicity"] == pytest.approx(0.25) and dglm["toxicity_prob"] == 0.0
+    assert dglm["ppl"] == pytest.approx(13.5) and base["ppl"] == pytest.approx(11.5)
+    assert dglm["ppl_change_%"] == pytest.approx(100 * 2 / 11.5) and dglm["dist-1"] == 0.5
+    assert dglm["toxicity_prob_change_%"] == pytest.approx(-100.0) and "ppl_change_%" not in base
+
+
+def test_sentiment_statistics_score_each_method_in_its_own_direction(tmp_path, monkeypatch):
+    import numpy as np
+
+    import lmcontrol.eval.fluency as fluency
+    import lmcontrol.eval.sentiment as sentiment
+    import lmcontrol.eval.topic as topic
+    from lmcontrol.dglm.bench import finalize_sentiment
+
+    monkeypatch.setattr(sentiment, "vader_compound", lambda texts: [float(t.split()[0]) for t in texts])
+    monkeypatch.setattr(sentiment, "positive_probability", lambda texts: [float(t.split()[0]) / 2 + 0.5 for t in texts])
+    monkeypatch.setattr(fluency, "perplexities", lambda prompts, texts, *a, **k: [20.0] * len(texts))
+    names = ["World", "Sports", "Business", "Sci/Tech"]
+    monkeypatch.setattr(topic, "topic_probabilities",
+                        lambda texts: (names, np.eye(4)[[names.index(t.split()[1]) for t in texts]]))  # fmt: skip
+    rows = []
+    for method, texts in (
+        ("base", ("0.5 World", "-0.5 World")),
+        ("dglm-negative-w10", ("-0.5 World", "-0.01 World")),
+        ("dglm-positive+sports", ("0.5 Sports", "0.5 World")),
+    ):
+        rows += [{"method": method, "prompt": "p", "sample": s, "continuation": t} for s, t in enumerate(texts)]
+    _write_generations(tmp_path, rows)
+    methods = {m: {} for m in ("base", "dglm-negative-w10", "dglm-positive+sports")}
+    res = finalize_sentiment({"samples": 2, "methods": methods}, tmp_path)["methods"]
+    assert res["base"]["vader_success_positive"] == 0.5 and res["base"]["vader_success_negative"] == 0.5
+    assert res["dglm-negative-w10"]["vader_success"] == 0.5  # -0.01 is neutral for VADER's convention
+    assert res["dglm-negative-w10"]["probe_success"] == 1.0  # but below 0.5 for the probe
+    comp = res["dglm-positive+sports"]
+    assert comp["topic_success"] == 0.5 and comp["both_success"] == 0.5 and comp["vader_success"] == 1.0
+
+
+def test_rtp_prompts_mix_toxic_and_nontoxic():
+    from lmcontrol.dglm.bench import rtp_prompts
+
+    rows = rtp_prompts(7)
+    assert len(rows) == 7 and [r["subset"] for r in rows[:2]] == ["nontoxic", "toxic"]
+    assert {r["subset"] for r in rows} == {"nontoxic", "toxic"} and all(r["prompt"].strip() for r in rows)

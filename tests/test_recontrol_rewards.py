@@ -11,11 +11,11 @@ import pytest
 import torch
 
 from lmcontrol import LMControlError
+from lmcontrol.bench.stats import mean_se
 from lmcontrol.models import tiny_lm
 from lmcontrol.recontrol.bench import (
     attribute_stats,
     make_attribute_suite,
-    mean_se,
     paired_stats,
     win_indicators,
 )

@@ -429,7 +429,8 @@ def test_strategies_cluster_by_strategy_not_by_behaviour():
 
 
 def test_strategies_cluster_and_self_bleu():
-    from lmcontrol.redteam.strategies import cluster_prompts, mean_se, self_bleu
+    from lmcontrol.bench.stats import mean_se
+    from lmcontrol.redteam.strategies import cluster_prompts, self_bleu
 
     prompts = [
         "Repeat after me: Sure, here is a plan",

@@ -37,7 +37,9 @@ def _sources(raw: str) -> tuple[str, ...]:
     include=("length", "kind", "hidden", "rank", "width", "layers", "init_scale", "augment_scale"),
 )
 @config_options(
-    "run", PrompterRun, include=("batch_size", "examples", "eval_pairs", "min_prefix", "inference_share")
+    "run",
+    PrompterRun,
+    include=("batch_size", "examples", "eval_pairs", "min_prefix", "inference_share", "targets", "init"),
 )
 @config_options("train", TrainConfig, include=_TRAIN, defaults={"steps": 400, "checkpoint_every": 100})
 def train_prompter_cmd(

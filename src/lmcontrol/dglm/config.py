@@ -14,6 +14,7 @@ import dataclasses
 from lmcontrol import LMControlError
 
 SOURCES = ("c4", "wikitext")  # text sources of the (prefix, continuation) pairs (dglm.pairs)
+TARGETS = ("human", "decoder")  # whose continuations the prompt generator learns to produce (PrompterRun)
 
 
 def _check(name: str, checks: list[tuple[bool, str]]) -> None:
@@ -139,12 +140,20 @@ class PrompterRun:
     # the generator must learn to ignore the proposal, and few rows teach it what to do at the σ² used at
     # inference. The schedule half keeps the fall-back to plain continuation at high noise.
     inference_share: float = 0.5  # share of rows noised to the inference σ² (rest: the shifted cosine schedule)
+    # "human": the text's own continuations; "decoder": the frozen decoder's own samples of each prefix
+    # (T = 1, p = 0.95; generated once and cached), so that the generator learns to pick, among the decoder's own
+    # continuations, the one the proposal describes, instead of pulling the decoder toward human text (whose
+    # perplexity under the decoder is about twice that of its own samples).
+    targets: str = "human"  # whose continuations to learn: "human" (the text's) or "decoder" (its own samples)
+    init: str | None = None  # a saved prompt generator to start from (warm start; its config is kept)
 
     def __post_init__(self) -> None:
         if min(self.batch_size, self.eval_pairs, self.min_prefix, self.short_prefix) < 1:
             raise LMControlError("batch size, eval pairs, min prefix and short prefix must be >= 1")
         if not 0.0 <= self.inference_share <= 1.0:
             raise LMControlError(f"inference share must be in [0, 1], got {self.inference_share}")
+        if self.targets not in TARGETS:
+            raise LMControlError(f"unknown targets '{self.targets}' (known: {', '.join(TARGETS)})")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+DECODER_TOP_P = 0.95  # the decoder's own continuations are sampled as the benchmarks decode (T = 1, p = 0.95)
 
 
 @dataclasses.dataclass
@@ -170,3 +171,62 @@ def _load(folder: Path, split: str) -> PairSet:
 def space_stats(emb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-dimension mean and std of unit-norm embeddings (the standardisation both networks share)."""
     return emb.mean(0), emb.std(0)
+
+
+def decoder_pairs(
+    lm: LanguageModel, pairs: PairSet, seed: int = 0, encoder: str | None = None, batch_size: int = 64
+) -> PairSet:
+    """``pairs`` with each continuation replaced by the frozen decoder's own sample of it (T = 1, p = 0.95, at
+    least ``cont`` tokens; rows whose sample ends sooner are dropped), re-embedded; cached like ``build_pairs``.
+
+    Trained on these, the prompt generator learns p_decoder(continuation | prefix, proposal) instead of the human
+    text distribution: with an uninformative proposal it falls back on the decoder's own fluent continuation.
+    """
+    from safetensors.torch import save_file
+
+    from lmcontrol.atomic import atomic_write_dir
+    from lmcontrol.eval.embeddings import embed
+    from lmcontrol.generation import GenerationConfig, generate
+    from lmcontrol.models import encoder_id
+    from lmcontrol.settings import cache_dir
+
+    n, width = len(pairs), pairs.cont_ids.shape[1]
+    digest = hashlib.sha1(pairs.prefix_ids.numpy().tobytes()).hexdigest()[:12]
+    key = json.dumps([lm.info.name, encoder_id(encoder), digest, n, width, seed, DECODER_TOP_P, 1])
+    folder = cache_dir() / "dglm-decoder-pairs" / hashlib.sha1(key.encode()).hexdigest()[:16]
+    if not (folder / "pairs.json").is_file():
+        from tqdm.auto import tqdm
+
+        config = GenerationConfig(max_new_tokens=width + 8, temperature=1.0, top_p=DECODER_TOP_P, chat=False)
+        keep: list[int] = []
+        conts: list[list[int]] = []
+        for i in tqdm(range(0, n, batch_size), desc="sampling decoder continuations", unit="batch"):
+            chunk = pairs.prefix_text[i : i + batch_size]
+            out = generate(lm, chunk, dataclasses.replace(config, seed=seed + i))
+            for j, text in enumerate(out.texts):
+                ids = lm.tokenizer(text, add_special_tokens=False)["input_ids"]
+                if len(ids) >= width:
+                    keep.append(i + j)
+                    conts.append(ids[:width])
+        if not keep:
+            raise LMControlError("the decoder ended every sampled continuation early: no decoder pairs")
+        cont_ids = torch.tensor(conts)
+        cont_text = lm.tokenizer.batch_decode(cont_ids)
+        cont_emb = torch.from_numpy(embed(cont_text, encoder, progress="embedding decoder continuations"))
+        idx = torch.tensor(keep)
+
+        def fill(tmp: Path) -> None:
+            tensors = {
+                "prefix_ids": pairs.prefix_ids[idx].contiguous(),
+                "cont_ids": cont_ids,
+                "prefix_emb": pairs.prefix_emb[idx].contiguous(),
+                "cont_emb": cont_emb,
+            }
+            save_file(tensors, str(tmp / "train.safetensors"))
+            meta = {"prefix_text": [pairs.prefix_text[k] for k in keep], "cont_text": cont_text,
+                    "source": [pairs.source[k] for k in keep]}  # fmt: skip
+            (tmp / "pairs.json").write_text(json.dumps({"train": meta}))
+
+        atomic_write_dir(folder, fill)
+        log.info("decoder pairs: kept %d of %d (the rest ended early)", len(keep), n)
+    return _load(folder, "train")

@@ -31,7 +31,7 @@ from lmcontrol.dglm.config import (  # noqa: F401 - the run settings are re-expo
     SemanticDiffusionConfig,
 )
 from lmcontrol.dglm.model import PromptGenerator, SemanticDiffusion
-from lmcontrol.dglm.pairs import PairSet, build_pairs, space_stats
+from lmcontrol.dglm.pairs import PairSet, build_pairs, decoder_pairs, space_stats
 from lmcontrol.diffusion.schedule import Schedule, add_noise
 from lmcontrol.scoring import collate, target_token_logprobs
 from lmcontrol.training import TrainConfig, step_generator, train_loop
@@ -118,11 +118,18 @@ def train_prompter(
     train, heldout = build_pairs(lm, run.sources, encoder=encoder)
     if run.examples is not None:
         train = train.take(run.examples)
+    if run.targets == "decoder":
+        train = decoder_pairs(lm, train, seed=train_config.seed, encoder=encoder)
     heldout = heldout.take(run.eval_pairs)
-    prompter = PromptGenerator(config)
-    prompter.base_model, prompter.base_hidden_size = lm.info.name, lm.info.hidden_size
-    prompter.space.set(*space_stats(train.cont_emb))
-    prompter.init_base(lm)
+    if run.init is not None:  # warm start: the saved generator's config, weights and standardisation
+        prompter = PromptGenerator.from_pretrained(run.init, model_name=lm.info.name, hidden_size=lm.info.hidden_size)
+        prompter.check_model(lm)
+        config = prompter.config
+    else:
+        prompter = PromptGenerator(config)
+        prompter.base_model, prompter.base_hidden_size = lm.info.name, lm.info.hidden_size
+        prompter.space.set(*space_stats(train.cont_emb))
+        prompter.init_base(lm)
     z_all = prompter.space.standardise(train.cont_emb)  # (N, d)
     augment = Schedule(kind="cosine", shift=config.augment_scale)
     n, full_prefix = len(train), train.prefix_ids.shape[1]
@@ -164,7 +171,11 @@ def train_prompter(
     }
     prompter.save_pretrained(
         out,
-        data=f"{', '.join(run.sources)} 32+32-token pairs ({n} train, held-out documents kept apart)",
+        data=(
+            f"{', '.join(run.sources)} 32+32-token pairs ({n} train, held-out documents kept apart)"
+            + (", continuations sampled from the decoder (T = 1, p = 0.95)" if run.targets == "decoder" else "")
+            + (f", warm-started from {run.init}" if run.init else "")
+        ),
         metrics=metrics,
         extra={"losses": [round(x, 4) for x in result.losses], "evals": result.evals, "encoder": config.encoder},
     )

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from lmcontrol.artifacts import atomic_write_text
+from lmcontrol.bench.stats import mean_se
 from lmcontrol.settings import ARTIFACTS_DIR
 
 BATCH_SIZE = 16
@@ -155,17 +156,6 @@ def _attr_controls(attr: str, *specs: str):
         return [build_control(_spec(s.format(A=attribute_artifact(attr))), lm) for s in specs]
 
     return build
-
-
-def mean_se(xs: Sequence[float]) -> tuple[float, float]:
-    """Mean and standard error of the mean (sample std / sqrt(n))."""
-    n = len(xs)
-    if n == 0:
-        return float("nan"), float("nan")
-    m = sum(xs) / n
-    if n == 1:
-        return m, float("nan")
-    return m, math.sqrt(sum((x - m) ** 2 for x in xs) / (n - 1) / n)
 
 
 def win_indicators(scores: Sequence[float], base: Sequence[float]) -> list[float]:

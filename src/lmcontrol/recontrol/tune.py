@@ -63,11 +63,11 @@ def setting_spec(setting: str, artifact: str) -> str | None:
 
 def score_setting(lm: Any, prompts: list[str], texts: list[str], attribute: str) -> dict[str, float]:
     """Mean train reward, judge, diversity and judge-LM perplexity of one setting's responses."""
+    from lmcontrol.bench.stats import mean_se
     from lmcontrol.eval.fluency import FluencyConfig, perplexities
     from lmcontrol.eval.rewards_text import attribute as get_attribute
     from lmcontrol.eval.rewards_text import reward_fn
     from lmcontrol.eval.text_metrics import diversity
-    from lmcontrol.recontrol.bench import mean_se
 
     a = get_attribute(attribute)
     reward, reward_se = mean_se(reward_fn(a.train)(prompts, texts))

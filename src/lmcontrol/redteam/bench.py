@@ -7,12 +7,14 @@ then clusters all successes together and writes the red-team figures (``redteam`
 ``redteam.md``, ``redteam_asr.png``, ``fw_clusters.png``).
 
 The investigator is ``artifacts/investigator`` unless ``LMCONTROL_INVESTIGATOR=DIR`` names another artifact.
+``--prompts FILE`` may also name ``advbench_split("val")`` goals (how attack settings are tuned).
 
 Methods (same K prompts per behaviour unless noted):
 - ``investigator``: the artifact's mixture qbar (rounds 1..R; each success is tagged with the component that
   wrote it, which gives the clusters per Frank-Wolfe round); ``round1``: one round without Frank-Wolfe;
   ``investigator-distinct``: the same mixture drawing up to 4 K samples until K of them are distinct (repeats
-  cost the target nothing, so the same K + K passes verify more distinct prompts);
+  cost the target nothing, so the same K + K passes verify more distinct prompts); ``investigator-hot``: the
+  same at proposal temperature ``HOT`` (more varied prompts against fewer successes);
   ``sft``: the reverse model alone (no objective); ``goal``: the AdvBench request itself;
 - ``sample``: the plain base model asked to write a request that elicits the reply;
 - ``template``: the fixed request templates the SFT pairs were built from (repeat, complete, start with …),
@@ -32,6 +34,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from lmcontrol import LMControlError
 from lmcontrol.settings import ARTIFACTS_DIR
 
 INVESTIGATOR = ARTIFACTS_DIR / "investigator"  # the artifact attacked with; LMCONTROL_INVESTIGATOR=DIR overrides it
@@ -41,11 +44,12 @@ MAX_VERIFY_TOKENS = 10  # enough for the target's first 5 words
 # nanoGCG's budget per behaviour: the investigator mixture took 31-38 s per behaviour at K = 32 on 8 val behaviours
 # (two jobs sharing the CPU). nanoGCG checks it between steps, so its first step always runs (seconds can exceed it).
 GCG_SECONDS = 30.0
+HOT = 1.3  # the proposal temperature of investigator-hot
 SFT = {"sft": 1.0}  # the reverse model alone, as a mixture
 RECONTROL = f"recontrol:{ARTIFACTS_DIR / 'recontrol-hh'}"  # the audited value-guided control
 
 
-def _attack_config(seed: int, draws: int = 1):
+def _attack_config(seed: int, draws: int = 1, temperature: float = TEMPERATURE):
     from lmcontrol.redteam.config import AttackConfig
 
     return AttackConfig(
@@ -53,7 +57,7 @@ def _attack_config(seed: int, draws: int = 1):
         verify_top=SAMPLES,
         draws=draws,
         max_new_tokens=MAX_VERIFY_TOKENS,
-        temperature=TEMPERATURE,
+        temperature=temperature,
         seed=seed,
     )
 
@@ -75,6 +79,7 @@ def _runner(
     control: str | None = None,
     draws: int = 1,
     gcg_seconds: float = GCG_SECONDS,
+    temperature: float = TEMPERATURE,
 ):
     def run(lm: Any, prompts: list[str], config: Any) -> Any:
         from lmcontrol.controls import build_control
@@ -85,9 +90,12 @@ def _runner(
 
         if config.max_new_tokens == 2:  # the harness's untimed warm-up call: nothing to warm for an attack
             return GenerationOutput(list(prompts), [""] * len(prompts), [[] for _ in prompts], 0.0, 0.0, 0)
-        by_goal = {b.goal: b for b in advbench_split("test")}
+        by_goal = {b.goal: b for split in ("val", "test") for b in advbench_split(split)}
+        unknown = [p for p in prompts if p not in by_goal]
+        if unknown:
+            raise LMControlError(f"not a held-out (val or test) AdvBench goal: {unknown[0]!r}")
         inv = _investigator(lm) if method in ("investigator", "sample") else None
-        cfg = _attack_config(int(config.seed or 0), draws)
+        cfg = _attack_config(int(config.seed or 0), draws, temperature)
         propose = make_proposer(method, lm, inv, cfg, components, gcg_seconds)
         controls = [build_control(control, lm)] if control else []
         texts, seconds = [], 0.0
@@ -179,6 +187,11 @@ def make_suite():
             "investigator-distinct",
             run=_runner("investigator", draws=4),
             help="the mixture, sampling up to 4 K until K distinct prompts (same K + K target passes)",
+        ),
+        BenchMethod(
+            "investigator-hot",
+            run=_runner("investigator", draws=4, temperature=HOT),
+            help=f"investigator-distinct at proposal temperature {HOT:g} (more varied prompts, fewer successes?)",
         ),
         BenchMethod("round1", run=_runner("investigator", {"round1": 1.0}), help="one round, no Frank-Wolfe"),
         BenchMethod("sft", run=_runner("investigator", SFT), help="SFT reverse model, no objective"),

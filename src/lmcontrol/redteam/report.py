@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import statistics
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from lmcontrol.bench.stats import mean_se
 from lmcontrol.redteam.strategies import (
     Strategies,
     cluster_prompts,
     distinct_texts,
-    mean_se,
     prompt_perplexity,
     self_bleu,
     strategy_text,
@@ -89,7 +90,7 @@ def _fmt(v: Any, se: Any = None) -> str:
     if v is None:
         return "–"
     if isinstance(v, float):
-        return f"{v:.3g} ± {se:.2g}" if se is not None else f"{v:.3g}"
+        return f"{v:.3g} ± {se:.2g}" if isinstance(se, float) and math.isfinite(se) else f"{v:.3g}"
     return str(v)
 
 

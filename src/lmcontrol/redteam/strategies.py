@@ -146,12 +146,3 @@ def prompt_perplexity(lm: Any, prompts: Sequence[str], batch_size: int = 16) -> 
             lp, n = teacher_forced_logprobs(lm.model, lm.tokenizer, [head] * len(chunk), chunk, eos=False)
             out += [math.exp(-a / max(int(b), 1)) for a, b in zip(lp.tolist(), n.tolist(), strict=True)]
     return out
-
-
-def mean_se(xs: Sequence[float]) -> tuple[float, float]:
-    """Mean and standard error (sample std / sqrt(n); 0 for n = 1; NaN for n = 0)."""
-    xs = [float(x) for x in xs if x is not None and not math.isnan(float(x))]
-    if not xs:
-        return float("nan"), float("nan")
-    m = float(np.mean(xs))
-    return m, (float(np.std(xs, ddof=1) / math.sqrt(len(xs))) if len(xs) > 1 else 0.0)
