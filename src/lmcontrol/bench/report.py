@@ -96,23 +96,28 @@ def write_report(results: dict[str, Any], out: Path) -> Path:
     return path
 
 
-def _bars(ax: Any, names: list[str], values: list[Any], title: str) -> None:
-    heights = [v if isinstance(v, int | float) and math.isfinite(v) else 0.0 for v in values]
-    ax.bar(range(len(names)), heights, color=[f"C{i}" for i in range(len(names))])
+def _finite(v: Any) -> float:
+    return float(v) if isinstance(v, int | float) and math.isfinite(v) else 0.0
+
+
+def _bars(ax: Any, names: list[str], values: list[Any], title: str, errors: list[Any] | None = None) -> None:
+    heights = [_finite(v) for v in values]
+    yerr = [_finite(e) for e in errors] if errors else None
+    ax.bar(range(len(names)), heights, yerr=yerr, capsize=3, color=[f"C{i}" for i in range(len(names))])
     ax.set_xticks(range(len(names)), names, rotation=30, ha="right", fontsize=8)
     ax.set_title(_header(title), fontsize=9)
     ax.tick_params(axis="y", labelsize=7)
 
 
 def write_plots(results: dict[str, Any], out: Path) -> list[Path]:
-    """``metrics.png`` (one bar chart per quality column) and ``timing.png``."""
+    """``metrics.png`` (one bar chart per quality column, its ``COLUMN_se`` as error bars) and ``timing.png``."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     names = list(results["methods"])
-    cols = columns(results)
+    cols = [c for c in columns(results) if not c.endswith("_se")]
     written = []
     for filename, group in (
         ("metrics.png", [c for c in cols if c not in TIMING_COLUMNS]),
@@ -124,7 +129,8 @@ def write_plots(results: dict[str, Any], out: Path) -> list[Path]:
         nrows = math.ceil(len(group) / ncols)
         fig, axes = plt.subplots(nrows, ncols, figsize=(3.2 * ncols, 2.8 * nrows), squeeze=False)
         for ax, col in zip(axes.flat, group, strict=False):
-            _bars(ax, names, [results["methods"][m].get(col) for m in names], col)
+            errors = [results["methods"][m].get(f"{col}_se") for m in names]
+            _bars(ax, names, [results["methods"][m].get(col) for m in names], col, errors if any(errors) else None)
         for ax in list(axes.flat)[len(group) :]:
             ax.axis("off")
         fig.suptitle(
