@@ -176,8 +176,9 @@ def space_stats(emb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 def decoder_pairs(
     lm: LanguageModel, pairs: PairSet, seed: int = 0, encoder: str | None = None, batch_size: int = 64
 ) -> PairSet:
-    """``pairs`` with each continuation replaced by the frozen decoder's own sample of it (T = 1, p = 0.95, at
-    least ``cont`` tokens; rows whose sample ends sooner are dropped), re-embedded; cached like ``build_pairs``.
+    """``pairs`` with each continuation replaced by the frozen decoder's own sample of it (T = 1, p = 0.95, cut to the
+    human continuation's length; rows whose sample ends sooner are dropped), re-embedded; cached like
+    ``build_pairs`` (the samples depend on ``seed`` and ``batch_size``: one decoding seed per batch).
 
     Trained on these, the prompt generator learns p_decoder(continuation | prefix, proposal) instead of the human
     text distribution: with an uninformative proposal it falls back on the decoder's own fluent continuation.
@@ -192,7 +193,7 @@ def decoder_pairs(
 
     n, width = len(pairs), pairs.cont_ids.shape[1]
     digest = hashlib.sha1(pairs.prefix_ids.numpy().tobytes()).hexdigest()[:12]
-    key = json.dumps([lm.info.name, encoder_id(encoder), digest, n, width, seed, DECODER_TOP_P, 1])
+    key = json.dumps([lm.info.name, encoder_id(encoder), digest, n, width, seed, batch_size, DECODER_TOP_P, 1])
     folder = cache_dir() / "dglm-decoder-pairs" / hashlib.sha1(key.encode()).hexdigest()[:16]
     if not (folder / "pairs.json").is_file():
         from tqdm.auto import tqdm
