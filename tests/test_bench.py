@@ -220,3 +220,19 @@ def test_prefix_throughput_suite_runs_every_mode(tiny, tmp_path: Path):
     res = run_suite(suite, tmp_path, rows, lm=tiny)
     assert set(res["methods"]) == {"single-prefix", "mixed-8-prefixes", "separate-batch1"}
     assert all(m["tokens/s"] > 0 for m in res["methods"].values())
+
+
+def test_plots_draw_standard_errors_as_error_bars(tmp_path, monkeypatch):
+    import lmcontrol.bench.report as report
+
+    calls = []
+    real = report._bars
+    monkeypatch.setattr(report, "_bars", lambda ax, names, values, title, errors=None: (
+        calls.append((title, errors)), real(ax, names, values, title, errors)))  # fmt: skip
+    results = {"suite": "s", "n": 2, "samples": 1, "methods": {
+        "base": {"ppl": 10.0, "ppl_se": 1.0, "dist-1": 0.5},
+        "other": {"ppl": 12.0, "ppl_se": 2.0, "dist-1": 0.6},
+    }}  # fmt: skip
+    report.write_plots(results, tmp_path)
+    assert dict(calls) == {"ppl": [1.0, 2.0], "dist-1": None}  # no panel of its own for ppl_se
+    assert (tmp_path / "metrics.png").is_file()
