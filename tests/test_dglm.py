@@ -193,9 +193,8 @@ def _synthetic_pairs(n: int, seed: int):  # noqa: ANN202
     return PairSet(prefix, cont, ["p"] * n, ["c"] * n, emb.clone(), emb, ["synthetic"] * n)
 
 
-def test_train_prompter_learns_to_follow_the_proposal(tiny, tmp_path, monkeypatch):
-    """The trainer end to end on a task where only the proposal tells the continuation: the held-out proposal
-    gap (shuffled − true) must open up, at full and short prefixes, and the artifact must reload."""
+def _synthetic_prompter_task(tiny, monkeypatch):  # noqa: ANN001, ANN202
+    """The trainer on synthetic pairs: (config, run settings, 40-step train config) for the tiny decoder."""
     from lmcontrol.dglm import train as dglm_train
     from lmcontrol.training import TrainConfig
 
@@ -206,7 +205,16 @@ def test_train_prompter_learns_to_follow_the_proposal(tiny, tmp_path, monkeypatc
         num_layers=info.num_layers, num_kv_heads=info.num_kv_heads, head_dim=info.head_dim,
     )  # fmt: skip
     run = dglm_train.PrompterRun(batch_size=8, eval_pairs=16, min_prefix=2, short_prefix=2)
-    tc = TrainConfig(steps=40, lr=3e-2, checkpoint_every=60, log_every=20, progress=False)
+    return cfg, run, TrainConfig(steps=40, lr=3e-2, checkpoint_every=60, log_every=20, progress=False)
+
+
+def test_train_prompter_learns_to_follow_the_proposal(tiny, tmp_path, monkeypatch):
+    """The trainer end to end on a task where only the proposal tells the continuation: the held-out proposal
+    gap (shuffled − true) must open up, at full and short prefixes, and the artifact must reload."""
+    from lmcontrol.dglm import train as dglm_train
+
+    info = tiny.info
+    cfg, run, tc = _synthetic_prompter_task(tiny, monkeypatch)
     pg, metrics = dglm_train.train_prompter(tiny, cfg, tc, run, tmp_path / "pg")
     # an untrained or proposal-blind generator scores a gap of 0 ± 0.02 here; 40 steps reach ≈ 0.2
     assert metrics["heldout_gap"] > 0.1 and metrics["heldout_p2_gap"] > 0.1, metrics
@@ -234,14 +242,8 @@ def test_train_prompter_warm_starts_from_a_saved_generator(tiny, tmp_path, monke
     from lmcontrol.dglm import train as dglm_train
     from lmcontrol.training import TrainConfig
 
-    monkeypatch.setattr(dglm_train, "build_pairs", lambda *a, **k: (_synthetic_pairs(256, 0), _synthetic_pairs(16, 1)))
     info = tiny.info
-    cfg = PromptGeneratorConfig(
-        embed_dim=D, length=2, hidden=32, rank=8, width=16,
-        num_layers=info.num_layers, num_kv_heads=info.num_kv_heads, head_dim=info.head_dim,
-    )  # fmt: skip
-    run = dglm_train.PrompterRun(batch_size=8, eval_pairs=16, min_prefix=2, short_prefix=2)
-    tc = TrainConfig(steps=40, lr=3e-2, checkpoint_every=60, log_every=20, progress=False)
+    cfg, run, tc = _synthetic_prompter_task(tiny, monkeypatch)
     first, m1 = dglm_train.train_prompter(tiny, cfg, tc, run, tmp_path / "a")
     other = PromptGeneratorConfig(embed_dim=D, length=5, hidden=8, rank=2, width=16, num_layers=info.num_layers,
                                   num_kv_heads=info.num_kv_heads, head_dim=info.head_dim)  # fmt: skip
