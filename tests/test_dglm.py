@@ -257,6 +257,56 @@ def test_train_prompter_warm_starts_from_a_saved_generator(tiny, tmp_path, monke
     assert m3["heldout_gap"] < 0.05  # the same two steps from scratch: no gap
 
 
+def test_prefix_input_generator_starts_as_the_saved_one_and_reads_the_prefix(tiny):
+    """``with_prefix_input``: same KV prefixes as the generator it widens (new columns at zero) for any prefix,
+    the prefix required from then on, and a prefix embedding that moves the output once those columns are set."""
+    pg = tiny_prompter(tiny)
+    torch.nn.init.normal_(pg.body[0].weight, std=0.3)
+    wide = pg.with_prefix_input()
+    z, a2, ctx = torch.randn(2, D), torch.full((2, 1), 0.95), torch.randn(2, D)
+    assert wide.config.prefix_input and not pg.config.prefix_input
+    assert torch.allclose(wide(z, a2, ctx), pg(z, a2), atol=1e-6)
+    with pytest.raises(LMControlError, match="prefix"):
+        wide(z, a2)
+    with torch.no_grad():
+        wide.body[0].weight[:, -D:].normal_(std=0.3)
+    assert not torch.allclose(wide(z, a2, ctx), wide(z, a2, -ctx), atol=1e-3)
+    with pytest.raises(LMControlError, match="prefix_input"):
+        wide.with_prefix_input()
+    with pytest.raises(LMControlError, match="mlp"):
+        PromptGeneratorConfig(kind="transformer", prefix_input=True)
+
+
+def test_train_prompter_with_prefix_input_warm_starts_and_reloads(tiny, tmp_path, monkeypatch):
+    """``--init DIR --prefix-input``: the widened generator keeps the saved one's proposal gap (at a negligible
+    learning rate), is trained on the decoded prefixes' embeddings, and reloads as a prefix-reading generator."""
+    from lmcontrol.dglm import train as dglm_train
+    from lmcontrol.eval import embeddings
+    from lmcontrol.training import TrainConfig
+
+    seen: list[str] = []
+
+    def fake_embed(texts, encoder=None, **kwargs):  # noqa: ANN001, ANN202 - a deterministic D-dim "encoder"
+        seen.extend(texts)
+        rows = [torch.randn(D, generator=torch.Generator().manual_seed(hash(t) % 2**31)) for t in texts]
+        return torch.nn.functional.normalize(torch.stack(rows), dim=-1).numpy()
+
+    monkeypatch.setattr(embeddings, "embed", fake_embed)
+    info = tiny.info
+    cfg, run, tc = _synthetic_prompter_task(tiny, monkeypatch)
+    _, m1 = dglm_train.train_prompter(tiny, cfg, tc, run, tmp_path / "a")
+    assert not seen  # a generator without prefix input never embeds prefixes
+    warm = dglm_train.PrompterRun(batch_size=8, eval_pairs=16, min_prefix=2, short_prefix=2, init=str(tmp_path / "a"))
+    tc2 = TrainConfig(steps=2, lr=1e-7, checkpoint_every=60, log_every=1, progress=False)
+    wide_cfg = PromptGeneratorConfig(**{**cfg.__dict__, "prefix_input": True})
+    second, m2 = dglm_train.train_prompter(tiny, wide_cfg, tc2, warm, tmp_path / "b")
+    assert second.config.prefix_input and seen  # the prefixes were embedded, as the decoder sees them
+    assert abs(m2["heldout_gap"] - m1["heldout_gap"]) < 0.02, (m1, m2)
+    again = PromptGenerator.from_pretrained(tmp_path / "b", model_name=info.name, hidden_size=info.hidden_size)
+    z, a2, ctx = torch.randn(2, D), torch.full((2, 1), 0.9), torch.randn(2, D)
+    assert again.config.prefix_input and torch.allclose(again(z, a2, ctx), second(z, a2, ctx), atol=1e-2)
+
+
 def test_decoder_pairs_are_the_decoders_own_samples_and_cached(tiny, tmp_path, monkeypatch):
     from lmcontrol.dglm import pairs as dglm_pairs
     from lmcontrol.dglm.pairs import PairSet, decoder_pairs
@@ -309,6 +359,34 @@ def test_pipeline_refuses_mismatched_encoders(tiny):
     pg = tiny_prompter(tiny)
     with pytest.raises(LMControlError, match="enc-a"):
         DGLMPipeline(tiny, diffusion, pg, encoder=None)
+
+
+def test_pipeline_hands_a_prefix_reading_generator_the_prompts(tiny):
+    """With ``prefix_input`` the control's prompts reach the generator: same proposal and seed, other prompts ->
+    other KV prefixes; same prompts -> the same ones; no prompts -> a clear error."""
+    from lmcontrol.dglm.pipeline import DGLMPipeline
+
+    class FakeEncoder:  # a deterministic D-dim "sentence encoder"
+        def encode(self, texts, **kwargs):  # noqa: ANN001, ANN202
+            return torch.stack([torch.randn(D, generator=torch.Generator().manual_seed(len(t))) for t in texts])
+
+    diffusion = SemanticDiffusion(SemanticDiffusionConfig(embed_dim=D, feature_tokens=2, width=16, layers=1, heads=2))
+    pg = tiny_prompter(tiny).with_prefix_input()
+    with torch.no_grad():
+        pg.body[0].weight.normal_(std=0.3)
+    pipe = DGLMPipeline(tiny, diffusion, pg, encoder=FakeEncoder())
+    proposal = torch.randn(2, D)
+
+    def keys(prefixes: list[str]) -> torch.Tensor:
+        kv = pipe.soft_prompt(proposal, 0.05, seed=3, prefixes=prefixes).kv
+        assert kv is not None
+        return kv[0][0]  # layer 0 keys (B, H, m, hd)
+
+    short = keys(["a short prompt", "another prompt"])
+    assert torch.equal(short, keys(["a short prompt", "another prompt"]))
+    assert not torch.allclose(short, keys(["a much longer prompt than that", "another prompt"]), atol=1e-4)
+    with pytest.raises(LMControlError, match="prefixes"):
+        pipe.soft_prompt(proposal, 0.05)
 
 
 def test_steering_vector_moves_hidden_states(tiny):
@@ -367,7 +445,8 @@ def test_embedded_dglm_sentiment_guidance_separates(embedded):
 @pytest.mark.slow
 def test_embedded_dglm_outputs_are_pinned(embedded):
     """Greedy continuations behind the committed generator's KV prefix (re-pinned 2026-12-07 for the generator
-    trained on the decoder's own continuations), DDIM and ancestral proposals."""
+    trained on the decoder's own continuations, 2026-12-08 for the one that also reads the prefix), DDIM and
+    ancestral proposals."""
     from lmcontrol.dglm.pipeline import DGLMPipeline
     from lmcontrol.generation import GenerationConfig
 
@@ -376,13 +455,13 @@ def test_embedded_dglm_outputs_are_pinned(embedded):
     cfg = GenerationConfig(max_new_tokens=12, chat=False, temperature=0.0)
     plain = pipe(prompts, DGLMSettings(), cfg).token_ids
     assert plain == [
-        [553, 719, 2967, 689, 307, 9470, 28, 284, 339, 5248, 441, 2090],
-        [1679, 15417, 30, 1069, 2316, 511, 9064, 260, 1142, 2775, 28, 564],
+        [553, 719, 2967, 253, 2341, 282, 18895, 24382, 28, 284, 339, 5248],
+        [1679, 1773, 3712, 30, 1069, 2316, 253, 16048, 30, 1069, 2316, 260],
     ]
     avoid = DGLMSettings(guides=(pipe.guide("toxicity", "toxic", 20, away=True),), sampler="ancestral")
     assert pipe(prompts, avoid, cfg).token_ids == [
-        [523, 325, 253, 1379, 837, 701, 416, 6081, 284, 2815, 260, 1679],
-        [1466, 282, 260, 9749, 15405, 30, 198, 198, 57, 5248, 441, 2090],
+        [523, 325, 253, 1379, 327, 14933, 288, 2220, 284, 919, 4406, 327],
+        [1679, 5997, 6151, 30, 198, 198, 57, 5248, 441, 2090, 732, 288],
     ]
 
 

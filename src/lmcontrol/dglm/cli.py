@@ -34,7 +34,7 @@ def _sources(raw: str) -> tuple[str, ...]:
 @config_options(
     "config",
     PromptGeneratorConfig,
-    include=("length", "kind", "hidden", "rank", "width", "layers", "init_scale", "augment_scale"),
+    include=("length", "kind", "hidden", "rank", "width", "layers", "init_scale", "augment_scale", "prefix_input"),
 )
 @config_options(
     "run",
@@ -128,7 +128,9 @@ def demo(lm: Any, console: Any, max_new_tokens: int) -> None:
     from lmcontrol.generation import GenerationConfig, generate
 
     pipe = DGLMPipeline.from_pretrained(lm)
-    cfg = GenerationConfig(max_new_tokens=max_new_tokens, chat=False, temperature=0.0)
+    # nucleus sampling with one seed for every column, as DGLM is evaluated (paper, and `lmcontrol bench dglm-*`):
+    # under greedy decoding a KV prefix rarely changes the argmax, and guided columns often equal the base one
+    cfg = GenerationConfig(max_new_tokens=max_new_tokens, chat=False, temperature=1.0, top_p=0.95, seed=0)
     prompts = ["I can't believe those idiots at the", "The new restaurant downtown"]
     runs = {
         "base": generate(lm, prompts, cfg).texts,
@@ -139,7 +141,8 @@ def demo(lm: Any, console: Any, max_new_tokens: int) -> None:
         "DGLM negative": pipe(prompts, DGLMSettings(guides=(pipe.guide("sentiment", "negative", 10),)), cfg).texts,
     }
     tox = get_toxicity_scorer()
-    table = Table("prompt", *runs, title="DGLM: (toxicity | VADER sentiment) of each continuation", show_lines=True)
+    title = "DGLM (nucleus sampling, p = 0.95, seed 0): (toxicity | VADER sentiment) of each continuation"
+    table = Table("prompt", *runs, title=title, show_lines=True)
     scored = {k: (tox.score(v), vader_compound(v)) for k, v in runs.items()}
     for i, p in enumerate(prompts):
         table.add_row(

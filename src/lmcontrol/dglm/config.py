@@ -85,6 +85,9 @@ class PromptGeneratorConfig:
         augment_scale: log-SNR shift of the cosine schedule that draws the training noise (paper: 2).
         init_scale: multiplies the output map's initial weights. For kind="transformer" 0 worked best (start at
             the base prefix); for kind="mlp" the default init (1) learns the proposal fastest.
+        prefix_input: kind="mlp" also reads the standardised encoder embedding of the prefix the decoder continues
+            (the issue's "condition it on the prefix as well as the proposal"): the generator can then emit what
+            the proposal adds to what the prefix already implies, instead of restating the proposal blindly.
     """
 
     embed_dim: int = 384
@@ -102,6 +105,7 @@ class PromptGeneratorConfig:
     augment_scale: float = 2.0
     init_scale: float = 1.0
     init_text: str = "The following text continues the passage:"
+    prefix_input: bool = False
 
     def __post_init__(self) -> None:
         _check(
@@ -114,6 +118,7 @@ class PromptGeneratorConfig:
                 (self.width % self.heads == 0, f"width {self.width} is not divisible by heads {self.heads}"),
                 (self.layers >= 0, f"layers must be >= 0, got {self.layers}"),
                 (self.augment_scale > 0, f"augment_scale must be > 0, got {self.augment_scale}"),
+                (not self.prefix_input or self.kind == "mlp", "prefix_input needs kind='mlp'"),
             ],
         )
 

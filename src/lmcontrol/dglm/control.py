@@ -41,4 +41,4 @@ class DGLMControl(Control):
     def soft_prompt(self, rows: Rows) -> SoftPrompt | None:
         # best-of-N rows of one prompt get different proposals: seed by row position
         proposal = self.pipeline.propose(rows.prompts, self.settings)
-        return self.pipeline.soft_prompt(proposal, self.settings.noise, self.settings.seed)
+        return self.pipeline.soft_prompt(proposal, self.settings.noise, self.settings.seed, rows.prompts)

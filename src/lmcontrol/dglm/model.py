@@ -9,6 +9,7 @@ x = (e − μ) / s with per-dimension mean μ and std s of the training continua
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import TYPE_CHECKING
 
@@ -31,7 +32,7 @@ KV = tuple[torch.Tensor, torch.Tensor]
 def time_embedding(a2: torch.Tensor, dim: int) -> torch.Tensor:
     """Sinusoidal features (B, dim) of the log-SNR, the noise level both networks are conditioned on."""
     half = dim // 2
-    freqs = torch.exp(-math.log(1000.0) * torch.arange(half, dtype=torch.float32) / max(half - 1, 1))
+    freqs = torch.exp(-math.log(1000.0) * torch.arange(half, dtype=torch.float32, device=a2.device) / max(half - 1, 1))
     angles = log_snr(a2).reshape(-1, 1) * 50.0 * freqs  # log-SNR spans ~[-20, 20]; x50 spreads it like steps
     return torch.cat([angles.sin(), angles.cos()], dim=-1)
 
@@ -139,6 +140,9 @@ class PromptGenerator(PretrainedMixin, nn.Module):
     to a random α² (cosine schedule shifted by ``augment_scale``; half of the rows at the inference σ² instead),
     so at high noise the generator learns to fall back on plain AR continuation and at low noise to follow the
     proposal (paper §3.1, "noise augmentation").
+
+    With ``prefix_input`` the MLP reads [z | log-SNR features | standardised prefix embedding]: the KV prefix is a
+    function of what the decoder is asked to continue as well as of the proposal.
     """
 
     artifact_kind = "dglm.prompter"
@@ -151,7 +155,8 @@ class PromptGenerator(PretrainedMixin, nn.Module):
         total = c.length * c.kv_width
         if c.kind == "mlp":
             # Paper-style direct map: every virtual token of every layer reads the whole proposal.
-            self.body = nn.Sequential(nn.Linear(c.embed_dim + c.width, c.hidden), nn.Tanh())
+            inputs = c.embed_dim * (2 if c.prefix_input else 1) + c.width
+            self.body = nn.Sequential(nn.Linear(inputs, c.hidden), nn.Tanh())
             self.out = (
                 nn.Sequential(nn.Linear(c.hidden, c.rank, bias=False), nn.Linear(c.rank, total))
                 if c.rank
@@ -170,23 +175,45 @@ class PromptGenerator(PretrainedMixin, nn.Module):
             last.bias.zero_()
         self.base = nn.Parameter(torch.zeros(c.num_layers, 2, c.num_kv_heads, c.length, c.head_dim))
 
-    def forward(self, z: torch.Tensor, a2: torch.Tensor) -> torch.Tensor:
-        """KV prefixes (L, 2, B, H_kv, m, hd) for noised proposals z (B, d) at α² (B, 1)."""
+    def forward(self, z: torch.Tensor, a2: torch.Tensor, prefix: torch.Tensor | None = None) -> torch.Tensor:
+        """KV prefixes (L, 2, B, H_kv, m, hd) for noised proposals z (B, d) at α² (B, 1); ``prefix`` = the
+        standardised prefix embeddings (B, d), read only (and then required) with ``prefix_input``."""
         c, b = self.config, z.shape[0]
         t = time_embedding(a2, c.width)
         if c.kind == "mlp":
-            out = self.out(self.body(torch.cat([z, t], dim=-1)))
+            parts = [z, t]
+            if c.prefix_input:
+                if prefix is None:
+                    raise LMControlError("this prompt generator reads the prefix embedding: pass prefix=")
+                parts.append(prefix.to(z))
+            out = self.out(self.body(torch.cat(parts, dim=-1)))
         else:
             h = self.split(z).view(b, c.length, c.width) + self.pos + self.time_mlp(t).unsqueeze(1)
             out = self.out(self.norm(self.transformer(h)))
         out = out.view(b, c.length, c.num_layers, 2, c.num_kv_heads, c.head_dim)
         return self.base.unsqueeze(2) + out.permute(2, 3, 0, 4, 1, 5)  # (L, 2, B, H_kv, m, hd)
 
-    def past_key_values(self, z: torch.Tensor, a2: torch.Tensor, dtype: torch.dtype | None = None) -> list[KV]:
-        kv = self(z, a2)
+    def past_key_values(
+        self, z: torch.Tensor, a2: torch.Tensor, dtype: torch.dtype | None = None, prefix: torch.Tensor | None = None
+    ) -> list[KV]:
+        kv = self(z, a2, prefix)
         if dtype is not None:
             kv = kv.to(dtype)
         return [(kv[i, 0], kv[i, 1]) for i in range(kv.shape[0])]
+
+    @torch.no_grad()
+    def with_prefix_input(self) -> PromptGenerator:
+        """A copy that also reads the prefix embedding and, until trained, computes exactly what this one does
+        (the new input columns start at zero): the warm start of ``--prefix-input``."""
+        if self.config.kind != "mlp" or self.config.prefix_input:
+            raise LMControlError("with_prefix_input needs an MLP prompt generator that does not read the prefix yet")
+        wide = PromptGenerator(dataclasses.replace(self.config, prefix_input=True))
+        state = dict(self.state_dict())
+        w = state["body.0.weight"]
+        state["body.0.weight"] = torch.cat([w, w.new_zeros(w.shape[0], self.config.embed_dim)], dim=1)
+        wide.load_state_dict(state)
+        wide.base_model, wide.base_hidden_size = self.base_model, self.base_hidden_size
+        return wide.to(w.device)
 
     @torch.no_grad()
     def init_base(self, lm: LanguageModel) -> None:

@@ -116,12 +116,16 @@ class DGLMPipeline:
     # -- the three stages -------------------------------------------------------------------------------
 
     @torch.no_grad()
-    def encode(self, texts: Sequence[str]) -> torch.Tensor:
-        """Standardised embeddings (B, d) of texts."""
+    def unit_embeddings(self, texts: Sequence[str]) -> torch.Tensor:
+        """Unit-norm encoder embeddings (B, d) of texts."""
         unit = self.encoder.encode(
             list(texts), convert_to_tensor=True, normalize_embeddings=True, show_progress_bar=False
         )
-        return self.diffusion.space.standardise(unit.float().cpu())
+        return unit.float().cpu()
+
+    def encode(self, texts: Sequence[str]) -> torch.Tensor:
+        """Standardised embeddings (B, d) of texts (the diffusion model's space)."""
+        return self.diffusion.space.standardise(self.unit_embeddings(texts))
 
     @torch.no_grad()
     def propose(self, prefixes: Sequence[str], settings: DGLMSettings) -> torch.Tensor:
@@ -137,13 +141,21 @@ class DGLMPipeline:
         return sample_ancestral(denoiser, z_T, timesteps, generator=g, var_interp=VAR_INTERP)
 
     @torch.no_grad()
-    def soft_prompt(self, proposal: torch.Tensor, noise: float, seed: int = 0) -> SoftPrompt:
-        """The decoder's KV prefix for proposals (B, d), noised to σ² = ``noise`` first (paper §3.1)."""
+    def soft_prompt(
+        self, proposal: torch.Tensor, noise: float, seed: int = 0, prefixes: Sequence[str] | None = None
+    ) -> SoftPrompt:
+        """The decoder's KV prefix for proposals (B, d), noised to σ² = ``noise`` first (paper §3.1); a generator
+        with ``prefix_input`` also reads the embeddings of the ``prefixes`` the decoder continues."""
         b = proposal.shape[0]
         a2 = torch.full((b, 1), max(1.0 - noise, 1e-4))
         eps = torch.randn(proposal.shape, generator=torch.Generator().manual_seed(seed + 1))
         z = add_noise(self.prompter.space.standardise(self.diffusion.space.to_unit(proposal)), eps, a2)
-        kv = self.prompter.past_key_values(z, a2, dtype=self.lm.model.dtype)
+        context = None
+        if self.prompter.config.prefix_input:
+            if prefixes is None or len(prefixes) != b:
+                raise LMControlError("this DGLM prompt generator reads the prefixes: pass one per proposal")
+            context = self.prompter.space.standardise(self.unit_embeddings(prefixes))
+        kv = self.prompter.past_key_values(z, a2, dtype=self.lm.model.dtype, prefix=context)
         return SoftPrompt(mask=torch.ones(b, self.prompter.config.length, dtype=torch.bool), kv=kv)
 
     def __call__(

@@ -56,16 +56,31 @@ def continuation_loss(
     z: torch.Tensor | None = None,
     a2: torch.Tensor | None = None,
     reduce: bool = True,
+    context: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Mean cross-entropy (nats/token) of the continuation given the prefix, behind the generator's KV prefix
-    for proposals z at α² (or no prefix at all when ``prompter`` is None). ``reduce=False``: per row (B,)."""
+    for proposals z at α² (or no prefix at all when ``prompter`` is None). ``reduce=False``: per row (B,).
+    ``context``: the standardised prefix embeddings a ``prefix_input`` generator reads (``prefix_context``)."""
     batch = collate(prefix_ids.tolist(), cont_ids.tolist(), int(lm.tokenizer.pad_token_id))
     soft = []
     if prompter is not None:
         assert z is not None and a2 is not None
-        soft = [SoftPrompt.from_kv(prompter.past_key_values(z, a2))]
+        soft = [SoftPrompt.from_kv(prompter.past_key_values(z, a2, prefix=context))]
     nll = -target_token_logprobs(lm, batch, soft).view(cont_ids.shape)  # (B, C): every row has C tokens
     return nll.mean() if reduce else nll.mean(1)
+
+
+def prefix_context(lm: LanguageModel, prompter: PromptGenerator, prefix_ids: torch.Tensor) -> torch.Tensor | None:
+    """The standardised encoder embeddings (B, d) of the prefixes exactly as the decoder sees them (token ids
+    decoded), for a generator with ``prefix_input``; None for one without."""
+    if not prompter.config.prefix_input:
+        return None
+    from lmcontrol.eval.embeddings import embed
+    from lmcontrol.models import encoder_id
+
+    name = prompter.config.encoder
+    unit = embed(lm.tokenizer.batch_decode(prefix_ids), None if name == encoder_id(None) else name)
+    return prompter.space.standardise(torch.from_numpy(unit))
 
 
 @torch.no_grad()
@@ -92,10 +107,11 @@ def proposal_gap(
     for i in range(0, n, batch_size):
         s = slice(i, i + batch_size)
         p, c = pairs.prefix_ids[s, -(prefix_tokens or pairs.prefix_ids.shape[1]) :], pairs.cont_ids[s]
-        b = p.shape[0]
-        sums["loss_true"] += float(continuation_loss(lm, prompter, p, c, z_noised[s], a2[s])) * b
-        sums["loss_shuffled"] += float(continuation_loss(lm, prompter, p, c, shuffled[s], a2[s])) * b
-        sums["loss_pure_noise"] += float(continuation_loss(lm, prompter, p, c, pure[s], torch.full((b, 1), 1e-3))) * b
+        b, ctx = p.shape[0], prefix_context(lm, prompter, p)
+        sums["loss_true"] += float(continuation_loss(lm, prompter, p, c, z_noised[s], a2[s], context=ctx)) * b
+        sums["loss_shuffled"] += float(continuation_loss(lm, prompter, p, c, shuffled[s], a2[s], context=ctx)) * b
+        low = torch.full((b, 1), 1e-3)
+        sums["loss_pure_noise"] += float(continuation_loss(lm, prompter, p, c, pure[s], low, context=ctx)) * b
         sums["loss_plain"] += float(continuation_loss(lm, None, p, c)) * b
     out = {k: round(v / n, 4) for k, v in sums.items()}
     out["gap"] = round(out["loss_shuffled"] - out["loss_true"], 4)
@@ -124,6 +140,8 @@ def train_prompter(
     if run.init is not None:  # warm start: the saved generator's config, weights and standardisation
         prompter = PromptGenerator.from_pretrained(run.init, model_name=lm.info.name, hidden_size=lm.info.hidden_size)
         prompter.check_model(lm)
+        if config.prefix_input and not prompter.config.prefix_input:
+            prompter = prompter.with_prefix_input()  # starts as the saved generator; learns to read the prefix
         config = prompter.config
     else:
         prompter = PromptGenerator(config)
@@ -143,11 +161,13 @@ def train_prompter(
         a2 = torch.where(at_inference, torch.full_like(a2, 1.0 - INFERENCE_NOISE), a2)
         z = add_noise(z_all[idx], torch.randn(run.batch_size, z_all.shape[1], generator=g), a2)
         k = int(torch.randint(min(run.min_prefix, full_prefix), full_prefix + 1, (1,), generator=g))
-        return train.prefix_ids[idx, -k:], train.cont_ids[idx], z, a2
+        p = train.prefix_ids[idx, -k:]
+        return p, train.cont_ids[idx], z, a2, prefix_context(lm, prompter, p)
 
-    def loss_fn(module: PromptGenerator, batch: tuple[torch.Tensor, ...]) -> torch.Tensor:
-        p, c, z, a2 = batch
-        return continuation_loss(lm, module, p, c, z, a2)
+    def loss_fn(module: PromptGenerator, batch: tuple[torch.Tensor | None, ...]) -> torch.Tensor:
+        p, c, z, a2, ctx = batch
+        assert p is not None and c is not None
+        return continuation_loss(lm, module, p, c, z, a2, context=ctx)
 
     def evaluate(module: PromptGenerator, step: int) -> dict[str, Any]:
         short = proposal_gap(lm, module, heldout, prefix_tokens=run.short_prefix)
@@ -175,6 +195,7 @@ def train_prompter(
             f"{', '.join(run.sources)} 32+32-token pairs ({n} train, held-out documents kept apart)"
             + (", continuations sampled from the decoder (T = 1, p = 0.95)" if run.targets == "decoder" else "")
             + (f", warm-started from {run.init}" if run.init else "")
+            + (", reads the prefix embedding as well (prefix_input)" if config.prefix_input else "")
         ),
         metrics=metrics,
         extra={"losses": [round(x, 4) for x in result.losses], "evals": result.evals, "encoder": config.encoder},
