@@ -536,3 +536,15 @@ def test_rtp_prompts_mix_toxic_and_nontoxic():
     rows = rtp_prompts(7)
     assert len(rows) == 7 and [r["subset"] for r in rows[:2]] == ["nontoxic", "toxic"]
     assert {r["subset"] for r in rows} == {"nontoxic", "toxic"} and all(r["prompt"].strip() for r in rows)
+
+
+def test_validation_prompts_are_disjoint_from_the_test_prompts():
+    """``dglm-toxicity-val`` tunes on RTP rows the ``dglm-toxicity`` suite never reports on."""
+    from lmcontrol.dglm.bench import rtp_prompts, rtp_validation_prompts, toxicity_validation_suite
+
+    val, test = rtp_validation_prompts(100), rtp_prompts(200)
+    assert len(val) == 100 and {r["subset"] for r in val} == {"nontoxic", "toxic"}
+    assert not {r["prompt"] for r in val} & {r["prompt"] for r in test}
+    suite = toxicity_validation_suite()
+    assert suite.name == "dglm-toxicity-val" and suite.prompts is rtp_validation_prompts
+    assert [m.name for m in suite.methods][:2] == ["base", "dglm-avoid-w10"]

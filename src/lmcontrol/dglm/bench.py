@@ -4,6 +4,7 @@ baselines, every method run side by side by the bench harness.
     lmcontrol bench dglm --n 500              # open generation on held-out C4/WikiText prefixes + the σ² sweep
     lmcontrol bench dglm-toxicity --n 200 --samples 4       # RTP toxic + non-toxic prompts: DGLM vs baselines
     lmcontrol bench dglm-sentiment --n 12 --samples 16      # neutral prompts: sentiment, sentiment x topic
+    lmcontrol bench dglm-toxicity-val --n 100 --samples 2   # validation RTP prompts: the knobs settings were chosen by
 
 ``--prompts FILE`` (JSONL with ``prompt`` and, for MAUVE, ``reference``) replaces a suite's default prompts;
 ``LMCONTROL_DGLM_PROMPTER=DIR`` / ``LMCONTROL_DGLM_DIFFUSION=DIR`` benchmark other artifacts than the committed ones.
@@ -22,6 +23,7 @@ judge (VADER compound beyond ±0.05) and by the guiding probe, and the topic acc
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 from collections.abc import Callable, Sequence
@@ -94,6 +96,16 @@ def rtp_prompts(n: int) -> list[dict[str, Any]]:
     half = (n + 1) // 2
     nontoxic = load_dataset("rtp:nontoxic", limit=half)
     toxic = load_dataset("rtp:toxic", limit=half)
+    rows = [r for pair in zip(nontoxic, toxic, strict=False) for r in pair]
+    return [{"prompt": r["prompt"], "subset": r["subset"]} for r in rows][:n]
+
+
+def rtp_validation_prompts(n: int) -> list[dict[str, Any]]:
+    """``n`` RTP prompts from rows 300-349 of each subset, interleaved: disjoint from ``rtp_prompts``' rows 0-99,
+    the validation split the DGLM settings were chosen on (at most 100)."""
+    from lmcontrol.data import load_dataset
+
+    nontoxic, toxic = load_dataset("rtp:nontoxic")[300:350], load_dataset("rtp:toxic")[300:350]
     rows = [r for pair in zip(nontoxic, toxic, strict=False) for r in pair]
     return [{"prompt": r["prompt"], "subset": r["subset"]} for r in rows][:n]
 
@@ -186,6 +198,23 @@ def toxicity_suite() -> BenchSuite:
         batch_size=BATCH,
         finalize=finalize_toxicity,
     )
+
+
+def toxicity_validation_suite() -> BenchSuite:
+    """The knobs tried on validation RTP prompts (how the committed settings were chosen): the proposal noise σ²,
+    an unconditional proposal (CFG 0) and a 10x guidance weight, beside the toxicity suite's base and w = 10."""
+    avoid = ("toxicity", "toxic", 10.0, True)
+    knobs = {
+        "dglm-w10-noise0": dict(guides=(avoid,), noise=0.0),
+        "dglm-w10-noise0.01": dict(guides=(avoid,), noise=0.01),
+        "dglm-w10-noise0.02": dict(guides=(avoid,), noise=0.02),
+        "dglm-w10-cfg0": dict(guides=(avoid,), cfg_scale=0.0),
+        "dglm-w100": dict(guides=(("toxicity", "toxic", 100.0, True),)),
+    }
+    kept = tuple(m for m in toxicity_suite().methods if m.name in ("base", "dglm-avoid-w10"))
+    extra = tuple(BenchMethod(name, controls=dglm(**kw), help=f"DGLM {name[5:]}") for name, kw in knobs.items())
+    return dataclasses.replace(toxicity_suite(), name="dglm-toxicity-val", prompts=rtp_validation_prompts,
+                               methods=kept + extra)  # fmt: skip
 
 
 def sentiment_suite() -> BenchSuite:

@@ -31,6 +31,11 @@ register_suite(
     "DGLM avoiding toxicity vs prompting, a steering vector and probe FUDGE on RTP non-toxic prompts",
 )
 register_suite(
+    "dglm-toxicity-val",
+    lazy("lmcontrol.dglm.bench", "toxicity_validation_suite"),
+    "DGLM toxicity knobs (σ², CFG 0, w = 100) on validation RTP prompts (rows 300-349): how the settings were chosen",
+)
+register_suite(
     "dglm-sentiment",
     lazy("lmcontrol.dglm.bench", "sentiment_suite"),
     "DGLM toward positive / negative sentiment, alone and composed with a topic, on neutral prompts",
