@@ -40,5 +40,6 @@ class DGLMControl(Control):
 
     def soft_prompt(self, rows: Rows) -> SoftPrompt | None:
         # best-of-N rows of one prompt get different proposals: seed by row position
-        proposal = self.pipeline.propose(rows.prompts, self.settings)
-        return self.pipeline.soft_prompt(proposal, self.settings.noise, self.settings.seed, rows.prompts)
+        unit = self.pipeline.unit_embeddings(rows.prompts)  # encoded once: the diffusion and the generator read them
+        proposal = self.pipeline.propose(rows.prompts, self.settings, unit=unit)
+        return self.pipeline.soft_prompt(proposal, self.settings.noise, self.settings.seed, unit=unit)

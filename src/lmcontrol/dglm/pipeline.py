@@ -128,11 +128,13 @@ class DGLMPipeline:
         return self.diffusion.space.standardise(self.unit_embeddings(texts))
 
     @torch.no_grad()
-    def propose(self, prefixes: Sequence[str], settings: DGLMSettings) -> torch.Tensor:
+    def propose(
+        self, prefixes: Sequence[str], settings: DGLMSettings, unit: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Sample continuation embeddings x̂0 (B, d, standardised) for the prefixes (guidance enables gradients
-        locally)."""
+        locally); ``unit``: the prefixes' unit embeddings when the caller already has them."""
         g = torch.Generator().manual_seed(settings.seed)
-        context = self.encode(prefixes)
+        context = self.diffusion.space.standardise(unit if unit is not None else self.unit_embeddings(prefixes))
         z_T = torch.randn(context.shape, generator=g)
         denoiser = guided_denoiser(self.diffusion, context, settings.cfg_scale, settings.guides, generator=g)
         timesteps = self.diffusion.schedule.timesteps(settings.steps)
@@ -142,19 +144,25 @@ class DGLMPipeline:
 
     @torch.no_grad()
     def soft_prompt(
-        self, proposal: torch.Tensor, noise: float, seed: int = 0, prefixes: Sequence[str] | None = None
+        self,
+        proposal: torch.Tensor,
+        noise: float,
+        seed: int = 0,
+        prefixes: Sequence[str] | None = None,
+        unit: torch.Tensor | None = None,
     ) -> SoftPrompt:
         """The decoder's KV prefix for proposals (B, d), noised to σ² = ``noise`` first (paper §3.1); a generator
-        with ``prefix_input`` also reads the embeddings of the ``prefixes`` the decoder continues."""
+        with ``prefix_input`` also reads the embeddings of the ``prefixes`` the decoder continues (``unit``: those
+        embeddings, when the caller already has them)."""
         b = proposal.shape[0]
         a2 = torch.full((b, 1), max(1.0 - noise, 1e-4))
         eps = torch.randn(proposal.shape, generator=torch.Generator().manual_seed(seed + 1))
         z = add_noise(self.prompter.space.standardise(self.diffusion.space.to_unit(proposal)), eps, a2)
         context = None
         if self.prompter.config.prefix_input:
-            if prefixes is None or len(prefixes) != b:
+            if unit is None and (prefixes is None or len(prefixes) != b):
                 raise LMControlError("this DGLM prompt generator reads the prefixes: pass one per proposal")
-            context = self.prompter.space.standardise(self.unit_embeddings(prefixes))
+            context = self.prompter.space.standardise(unit if unit is not None else self.unit_embeddings(prefixes))
         kv = self.prompter.past_key_values(z, a2, dtype=self.lm.model.dtype, prefix=context)
         return SoftPrompt(mask=torch.ones(b, self.prompter.config.length, dtype=torch.bool), kv=kv)
 
